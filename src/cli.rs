@@ -1,0 +1,214 @@
+//! The command line: `serve` (the default), `check`, `hash` and `explain`.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::credential;
+use crate::logging::{self, LogFormat};
+use crate::policy::{Decision, Policy};
+use crate::request::Request;
+use crate::source::users::UserName;
+
+#[derive(Parser)]
+#[command(
+    name = "mtx-auth",
+    version,
+    about = "Authentication service for MediaMTX (authMethod: http)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand, mtx-auth serves.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Validate a config file; print each problem as FILE:LINE:COL: message.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Read one secret from stdin and print its argon2id hash (or sha256 with --sha256).
+    Hash {
+        /// Print `sha256:…` instead of `argon2:…`. SHA-256 is fast to brute-force: prefer argon2.
+        #[arg(long)]
+        sha256: bool,
+    },
+    /// Decide one request offline and say which user decided, or why none did.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// MediaMTX's request JSON, e.g. '{"user":"u","password":"p","action":"read","path":"cam","ip":"10.0.0.1"}'.
+        /// `-` reads it from stdin.
+        request: String,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(long, env = "MTX_AUTH_CONFIG", default_value = "config/mtx-auth.toml")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address to listen on; overrides `[server] listen`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args),
+        Command::Check { config } => check(&config.config),
+        Command::Hash { sha256 } => hash(sha256),
+        Command::Explain { config, request } => explain(&config.config, &request),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mtx-auth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a config, printing its problems to stderr when it has any.
+fn load(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let _log_guard = logging::init(args.log_format);
+    let Some(config) = load(&args.config.config) else {
+        eprintln!("mtx-auth: refusing to start: the config has errors");
+        return Ok(ExitCode::FAILURE);
+    };
+    let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
+    let listener = TcpListener::bind(&listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let users = config.users.len();
+    let policy = Policy::new(config);
+    actix_web::rt::System::new().block_on(async move {
+        let server = crate::server::start(listener.try_clone()?, policy, None)?;
+        tracing::info!(
+            "listening on http://{}/auth ({users} users from {})",
+            listener.local_addr()?,
+            args.config.config.display()
+        );
+        server.await
+    })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    Ok(match load(path) {
+        Some(c) => {
+            println!("{}: ok ({} users)", path.display(), c.users.len());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn hash(sha256: bool) -> anyhow::Result<ExitCode> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input)?;
+    let secret = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
+    anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
+    println!(
+        "{}",
+        if sha256 {
+            credential::hash_sha256(secret)
+        } else {
+            credential::hash_argon2(secret)
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let body = if request == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        request.to_owned()
+    };
+    let req = Request::parse(body.as_bytes())?;
+    let policy = Policy::new(config);
+    let decision = policy.decide(&req);
+    let file = path.display();
+    match &decision {
+        Decision::Allow {
+            user,
+            source,
+            index,
+            line,
+            ..
+        } => {
+            println!("allow (200) user={user:?}");
+            println!(
+                "decided by: {} #{} at {file}:{line}",
+                source.as_str(),
+                index + 1
+            );
+        }
+        Decision::Deny(reason) => {
+            println!("deny (401): {reason}");
+            let Some(action) = req.action else {
+                println!("  action {:?} is not one MediaMTX sends", req.action_raw);
+                return Ok(ExitCode::SUCCESS);
+            };
+            println!("sources in order: users ({} entries)", policy.users().len());
+            for index in 0..policy.users().len() as u32 {
+                let user = policy.users().get(index);
+                let why = match user.check(&req, action) {
+                    Err(m) => m.as_str(),
+                    Ok(true) => "argon2 credential did not verify",
+                    Ok(false) => "matched", // unreachable for a deny; kept honest anyway
+                };
+                let name = match &user.name {
+                    UserName::Any => "any".to_owned(),
+                    UserName::Credential(c) => c.kind().to_owned() + " user",
+                };
+                println!(
+                    "  users #{} ({name}) at {file}:{}: {why}",
+                    index + 1,
+                    user.line
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,442 @@
+//! The TOML config: read, checked, and turned into ready-to-use types.
+//!
+//! Parsing happens in two steps. serde reads the file into `Raw*` structs that keep the span of
+//! every value (`toml::Spanned`) and reject unknown keys; then `build` validates each value
+//! (credentials, CIDRs, regexes) and reports *every* problem as `FILE:LINE:COL: message`, so an
+//! operator fixes a file in one pass. A `Config` that exists is valid: the hot path never
+//! re-checks anything.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::credential::{Credential, CredentialError};
+use crate::permission::{Action, PathMatcher, Permission};
+use crate::source::users::{User, UserName};
+
+/// Where the service listens unless `[server] listen` or `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+
+/// A checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub users: Vec<User>,
+}
+
+/// `[server]`: where to listen and how much argon2 work and memory to allow.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// argon2 verifications running at once (each uses one core and its `m` KiB of memory).
+    pub argon2_concurrency: usize,
+    /// argon2 verifications allowed to wait; beyond this, requests are denied at once.
+    pub argon2_queue: usize,
+    /// Entries in the cache of successful argon2 verifications.
+    pub cache_capacity: u64,
+    /// How long a successful argon2 verification is remembered.
+    pub cache_ttl: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ServerConfig {
+            listen: DEFAULT_LISTEN.to_owned(),
+            argon2_concurrency: cores,
+            argon2_queue: 64,
+            cache_capacity: 100_000,
+            cache_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+/// Everything wrong with a config file; its `Display` is one `FILE:LINE:COL: message` per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: Option<Spanned<RawServer>>,
+    #[serde(default)]
+    users: Vec<Spanned<RawUser>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    argon2_concurrency: Option<Spanned<i64>>,
+    argon2_queue: Option<Spanned<i64>>,
+    cache_capacity: Option<Spanned<i64>>,
+    cache_ttl_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    user: Spanned<String>,
+    #[serde(default)]
+    pass: Option<Spanned<String>>,
+    #[serde(default)]
+    ips: Vec<Spanned<String>>,
+    #[serde(default)]
+    permissions: Vec<Spanned<RawPermission>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermission {
+    action: Spanned<String>,
+    #[serde(default)]
+    path: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) => Err(ConfigError {
+                problems: vec![Problem {
+                    file,
+                    line: 0,
+                    col: 0,
+                    message: format!("cannot read config: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Checks config text; `file` names it in problems.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let mut errs = Problems::new(file, text);
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                errs.push(e.span().unwrap_or(0..0), e.message().to_owned());
+                return Err(errs.into_error());
+            }
+        };
+        let server = match raw.server {
+            Some(s) => build_server(s.into_inner(), &mut errs),
+            None => ServerConfig::default(),
+        };
+        let users = raw
+            .users
+            .into_iter()
+            .filter_map(|u| build_user(u, &mut errs))
+            .collect();
+        if errs.list.is_empty() {
+            Ok(Config { server, users })
+        } else {
+            Err(errs.into_error())
+        }
+    }
+}
+
+/// Collects problems and turns byte spans into line and column numbers.
+struct Problems<'a> {
+    file: &'a str,
+    text: &'a str,
+    /// Byte offset of the start of each line: a config of 100,000 users asks for 100,000
+    /// positions, so each must not rescan the text.
+    line_starts: Vec<usize>,
+    list: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(file: &'a str, text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Problems {
+            file,
+            text,
+            line_starts,
+            list: Vec::new(),
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count());
+        (line, col + 1)
+    }
+
+    fn push(&mut self, span: Range<usize>, message: String) {
+        let (line, col) = self.line_col(span.start);
+        self.list.push(Problem {
+            file: self.file.to_owned(),
+            line,
+            col,
+            message,
+        });
+    }
+
+    fn into_error(self) -> ConfigError {
+        ConfigError {
+            problems: self.list,
+        }
+    }
+}
+
+fn build_server(raw: RawServer, errs: &mut Problems) -> ServerConfig {
+    let mut s = ServerConfig::default();
+    if let Some(listen) = raw.listen {
+        s.listen = listen.get_ref().clone();
+    }
+    let mut positive = |v: Option<Spanned<i64>>, key: &str, max: i64| -> Option<u64> {
+        let v = v?;
+        let n = *v.get_ref();
+        if (1..=max).contains(&n) {
+            Some(n as u64)
+        } else {
+            errs.push(v.span(), format!("{key} must be between 1 and {max}"));
+            None
+        }
+    };
+    if let Some(n) = positive(raw.argon2_concurrency, "argon2_concurrency", 1024) {
+        s.argon2_concurrency = n as usize;
+    }
+    if let Some(n) = positive(raw.argon2_queue, "argon2_queue", 1_000_000) {
+        s.argon2_queue = n as usize;
+    }
+    if let Some(n) = positive(raw.cache_capacity, "cache_capacity", 100_000_000) {
+        s.cache_capacity = n;
+    }
+    if let Some(n) = positive(raw.cache_ttl_secs, "cache_ttl_secs", 30 * 24 * 3600) {
+        s.cache_ttl = Duration::from_secs(n);
+    }
+    s
+}
+
+fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
+    let (line, _) = errs.line_col(raw.span().start);
+    let raw = raw.into_inner();
+    let before = errs.list.len();
+
+    let user_value = raw.user.get_ref().as_str();
+    let name = if user_value == "any" {
+        Some(UserName::Any)
+    } else {
+        match Credential::parse(user_value) {
+            Ok(c) => Some(UserName::Credential(c)),
+            Err(CredentialError::Empty) => {
+                errs.push(
+                    raw.user.span(),
+                    "user: must not be empty (use \"any\" for anyone)".into(),
+                );
+                None
+            }
+            Err(e) => {
+                errs.push(raw.user.span(), format!("user: {e}"));
+                None
+            }
+        }
+    };
+
+    let pass = match &raw.pass {
+        None => None,
+        Some(p) if p.get_ref().is_empty() => None,
+        Some(p) if matches!(name, Some(UserName::Any)) => {
+            errs.push(p.span(), "pass: user \"any\" cannot have a password".into());
+            None
+        }
+        Some(p) => match Credential::parse(p.get_ref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errs.push(p.span(), format!("pass: {e}"));
+                None
+            }
+        },
+    };
+
+    let ips = raw
+        .ips
+        .iter()
+        .filter_map(|ip| match parse_net(ip.get_ref()) {
+            Some(net) => Some(net),
+            None => {
+                errs.push(
+                    ip.span(),
+                    format!("ips: {:?} is not an IP address or CIDR", ip.get_ref()),
+                );
+                None
+            }
+        })
+        .collect();
+
+    let permissions = raw
+        .permissions
+        .into_iter()
+        .filter_map(|p| build_permission(p.into_inner(), errs))
+        .collect();
+
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(User {
+        name: name?,
+        pass,
+        ips,
+        permissions,
+        line,
+    })
+}
+
+/// A CIDR, or a single address as a /32 or /128 network.
+fn parse_net(s: &str) -> Option<IpNet> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Some(net);
+    }
+    s.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+fn build_permission(raw: RawPermission, errs: &mut Problems) -> Option<Permission> {
+    let action = match raw.action.get_ref().parse::<Action>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            errs.push(
+                raw.action.span(),
+                format!("action {:?}: {e}", raw.action.get_ref()),
+            );
+            None
+        }
+    };
+    let path = match &raw.path {
+        None => Some(PathMatcher::Any),
+        Some(p) => match PathMatcher::parse(p.get_ref()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let msg = e.to_string().replace('\n', " ");
+                let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+                errs.push(
+                    p.span(),
+                    format!("path: regular expression does not compile: {msg}"),
+                );
+                None
+            }
+        },
+    };
+    Some(Permission {
+        action: action?,
+        path: path?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        Config::parse(text, "t.toml")
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn empty_config_is_valid_and_has_defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.server.listen, DEFAULT_LISTEN);
+        assert!(c.users.is_empty());
+    }
+
+    #[test]
+    fn locates_unknown_key() {
+        let p = problems("[server]\nlisten = \"x\"\nlisen = 3\n");
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("t.toml:3:1: unknown field `lisen`"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_position() {
+        let text = r#"
+[[users]]
+user = ""
+ips = ["10.0.0.0/33", "::1"]
+permissions = [{ action = "write" }, { action = "read", path = "~(" }]
+
+[[users]]
+user = "any"
+pass = "x"
+"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(
+            p[0].starts_with("t.toml:3:8: user: must not be empty"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("t.toml:4:8: ips:"), "{p:?}");
+        assert!(p[2].starts_with("t.toml:5:27: action \"write\""), "{p:?}");
+        assert!(
+            p[3].starts_with("t.toml:5:64: path: regular expression"),
+            "{p:?}"
+        );
+        assert!(p[4].starts_with("t.toml:9:8: pass: user \"any\""), "{p:?}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        let p = Problems::new("t", "ab\ncé x\n");
+        assert_eq!(p.line_col(0), (1, 1));
+        assert_eq!(p.line_col(3), (2, 1));
+        assert_eq!(p.line_col(7), (2, 4));
+        assert_eq!(p.line_col(9), (3, 1));
+        assert_eq!(Problems::new("t", "").line_col(0), (1, 1));
+    }
+}

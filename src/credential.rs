@@ -1,0 +1,250 @@
+//! Credentials as MediaMTX stores them: plain, `sha256:` and `argon2:`.
+//!
+//! This is the only module that touches raw secrets. Every comparison here is constant time
+//! (`subtle`), and no type in it prints a secret: `Debug` shows the kind of credential only.
+
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Why a configured credential value was refused at load time.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CredentialError {
+    #[error("value is empty")]
+    Empty,
+    #[error("sha256 value must be standard base64 of a 32-byte SHA-256 digest")]
+    BadSha256,
+    #[error("argon2 value is not a valid PHC string: {0}")]
+    BadArgon2(String),
+    #[error("argon2d is not supported (MediaMTX accepts argon2id and argon2i only)")]
+    Argon2d,
+    #[error(
+        "plain value contains characters MediaMTX does not allow \
+         (allowed: a-z A-Z 0-9 and !$()*+.;<=>[]^_-{{}}@#&)"
+    )]
+    BadPlainCharset,
+}
+
+/// One configured secret (a user name or a password).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    Plain(String),
+    /// The SHA-256 digest of the secret.
+    Sha256([u8; 32]),
+    Argon2(Argon2Hash),
+}
+
+/// A validated argon2id/argon2i PHC string. Parsed once at load so that verification can
+/// never fail on a malformed hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Argon2Hash(String);
+
+impl Credential {
+    /// Parses a value in MediaMTX's format. Empty values are rejected here; callers decide what
+    /// "empty" means for them (any password, or a config error for a user name).
+    pub fn parse(value: &str) -> Result<Self, CredentialError> {
+        if value.is_empty() {
+            return Err(CredentialError::Empty);
+        }
+        if let Some(b64) = value.strip_prefix("sha256:") {
+            let digest = BASE64
+                .decode(b64)
+                .ok()
+                .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                .ok_or(CredentialError::BadSha256)?;
+            return Ok(Credential::Sha256(digest));
+        }
+        if let Some(phc) = value.strip_prefix("argon2:") {
+            return Argon2Hash::parse(phc).map(Credential::Argon2);
+        }
+        if !value.chars().all(is_plain_char) {
+            return Err(CredentialError::BadPlainCharset);
+        }
+        Ok(Credential::Plain(value.to_owned()))
+    }
+
+    /// True when checking this credential costs an argon2 computation (milliseconds).
+    pub fn is_argon2(&self) -> bool {
+        matches!(self, Credential::Argon2(_))
+    }
+
+    /// Checks a guess. For argon2 this is slow: callers on an async runtime must run it on a
+    /// blocking thread (see `crate::verifier`).
+    pub fn verify(&self, guess: &str) -> bool {
+        match self {
+            Credential::Plain(p) => ct_eq(p.as_bytes(), guess.as_bytes()),
+            Credential::Sha256(d) => bool::from(Sha256::digest(guess.as_bytes()).ct_eq(d)),
+            Credential::Argon2(h) => h.verify(guess),
+        }
+    }
+
+    /// A short name of the kind, for `explain` and debugging output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::Plain(_) => "plain",
+            Credential::Sha256(_) => "sha256",
+            Credential::Argon2(_) => "argon2",
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credential::{}(***)", self.kind())
+    }
+}
+
+impl Argon2Hash {
+    /// Accepts `$argon2id$…` and `$argon2i$…` PHC strings with valid parameters.
+    pub fn parse(phc: &str) -> Result<Self, CredentialError> {
+        let parsed =
+            PasswordHash::new(phc).map_err(|e| CredentialError::BadArgon2(e.to_string()))?;
+        match Algorithm::try_from(parsed.algorithm) {
+            Ok(Algorithm::Argon2id) | Ok(Algorithm::Argon2i) => {}
+            Ok(Algorithm::Argon2d) => return Err(CredentialError::Argon2d),
+            Err(e) => return Err(CredentialError::BadArgon2(e.to_string())),
+        }
+        Params::try_from(&parsed).map_err(|e| CredentialError::BadArgon2(e.to_string()))?;
+        if parsed.hash.is_none() || parsed.salt.is_none() {
+            return Err(CredentialError::BadArgon2("missing salt or hash".into()));
+        }
+        Ok(Argon2Hash(phc.to_owned()))
+    }
+
+    /// Runs the full argon2 computation (milliseconds) and compares in constant time.
+    pub fn verify(&self, guess: &str) -> bool {
+        // The string was validated by `parse`, so this only fails if the crate changes its
+        // mind about a string it accepted; failing closed is the right answer then.
+        match PasswordHash::new(&self.0) {
+            Ok(h) => Argon2::default()
+                .verify_password(guess.as_bytes(), &h)
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// A hash with the same algorithm and cost as this one, of a random secret. Verifying
+    /// against it takes as long as verifying against `self`; used to make a deny for an
+    /// unknown user name cost the same as one for a known name with a wrong password.
+    pub fn decoy(&self) -> Argon2Hash {
+        let h = PasswordHash::new(&self.0).expect("validated in Argon2Hash::parse");
+        let alg = Algorithm::try_from(h.algorithm).expect("validated in Argon2Hash::parse");
+        let params = Params::try_from(&h).expect("validated in Argon2Hash::parse");
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let secret: [u8; 16] = rand::random();
+        let out = Argon2::new(alg, argon2::Version::V0x13, params)
+            .hash_password(&secret, &salt)
+            .expect("parameters came from a valid hash");
+        Argon2Hash(out.to_string())
+    }
+}
+
+/// Constant-time equality of two byte strings. Like Go's `subtle.ConstantTimeCompare`, which
+/// MediaMTX uses, the length itself is not hidden.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
+}
+
+/// MediaMTX's charset for plain credentials: `^[a-zA-Z0-9!$()*+.;<=>\[\]^_\-{}@#&]+$`.
+fn is_plain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!$()*+.;<=>[]^_-{}@#&".contains(c)
+}
+
+/// `argon2:` + an argon2id PHC string with OWASP's current minimum parameters
+/// (m=19 MiB, t=2, p=1), for `mtx-auth hash`.
+pub fn hash_argon2(secret: &str) -> String {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("constant parameters are valid");
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let hash = Argon2::new(Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("hashing with valid parameters cannot fail");
+    format!("argon2:{hash}")
+}
+
+/// `sha256:` + standard base64 of the SHA-256 digest, for `mtx-auth hash --sha256`.
+pub fn hash_sha256(secret: &str) -> String {
+    format!(
+        "sha256:{}",
+        BASE64.encode(Sha256::digest(secret.as_bytes()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA_USER: &str = "sha256:rl3rgi4NcZkpAEcacZnQ2VuOfJ0FxAqCRaKB/SwdZoQ=";
+    const ARGON2ID_USER: &str = "argon2:$argon2id$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$Ux/LWeTgJQPyfMMJo1myR64+o8rALHoPmlE1i/TR+58";
+    const ARGON2I_PASS: &str = "argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo";
+
+    #[test]
+    fn mediamtx_known_values_verify() {
+        assert!(Credential::parse(SHA_USER).unwrap().verify("testuser"));
+        assert!(!Credential::parse(SHA_USER).unwrap().verify("testuse"));
+        assert!(Credential::parse(ARGON2ID_USER).unwrap().verify("testuser"));
+        assert!(!Credential::parse(ARGON2ID_USER).unwrap().verify("testpass"));
+        assert!(Credential::parse(ARGON2I_PASS).unwrap().verify("testpass"));
+    }
+
+    #[test]
+    fn plain_compares_whole_value() {
+        let c = Credential::parse("secret").unwrap();
+        assert!(c.verify("secret"));
+        assert!(!c.verify("secre"));
+        assert!(!c.verify("secret2"));
+        assert!(!c.verify(""));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert_eq!(Credential::parse(""), Err(CredentialError::Empty));
+        assert_eq!(
+            Credential::parse("sha256:abc"),
+            Err(CredentialError::BadSha256)
+        );
+        assert_eq!(
+            Credential::parse("has space"),
+            Err(CredentialError::BadPlainCharset)
+        );
+        assert_eq!(
+            Credential::parse("caf\u{e9}"),
+            Err(CredentialError::BadPlainCharset)
+        );
+        assert!(matches!(
+            Credential::parse("argon2:$argon2id$nonsense"),
+            Err(CredentialError::BadArgon2(_))
+        ));
+        let d = "argon2:$argon2d$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$Ux/LWeTgJQPyfMMJo1myR64+o8rALHoPmlE1i/TR+58";
+        assert_eq!(Credential::parse(d), Err(CredentialError::Argon2d));
+    }
+
+    #[test]
+    fn generated_hashes_verify() {
+        let a = hash_argon2("hunter2");
+        assert!(a.starts_with("argon2:$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(Credential::parse(&a).unwrap().verify("hunter2"));
+        assert!(!Credential::parse(&a).unwrap().verify("hunter3"));
+        assert_eq!(hash_sha256("testuser"), SHA_USER);
+    }
+
+    #[test]
+    fn decoy_has_same_parameters() {
+        let Credential::Argon2(h) = Credential::parse(ARGON2I_PASS).unwrap() else {
+            unreachable!()
+        };
+        let decoy = h.decoy();
+        assert!(decoy.0.starts_with("$argon2i$v=19$m=4096,t=3,p=1$"));
+        assert!(!decoy.verify("testpass"));
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let c = Credential::parse("supersecret").unwrap();
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}

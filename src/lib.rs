@@ -1,0 +1,26 @@
+//! mtx-auth: an authentication service for MediaMTX's `authMethod: http`.
+//!
+//! MediaMTX POSTs one JSON request per client action (`request`); we answer 2xx to allow and
+//! 401 to deny. The map:
+//!
+//! - [`config`] reads the TOML file into checked types: a loaded config cannot be invalid.
+//! - [`credential`] holds plain, `sha256:` and `argon2:` secrets and every comparison of them.
+//! - [`permission`] is MediaMTX's `{action, path}` matching.
+//! - [`source`] holds the identity sources; [`source::users`] is MediaMTX's
+//!   `authInternalUsers`, indexed by user name so 100,000 users cost the same as ten.
+//! - [`policy`] decides: it has no HTTP or async types, so tests, benches and `explain` call it
+//!   directly. argon2 work is returned to the caller as a step to run elsewhere.
+//! - [`verifier`] runs that argon2 work on a bounded blocking pool for the server.
+//! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
+//! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`).
+
+pub mod cli;
+pub mod config;
+pub mod credential;
+pub mod logging;
+pub mod permission;
+pub mod policy;
+pub mod request;
+pub mod server;
+pub mod source;
+pub mod verifier;

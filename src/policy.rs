@@ -1,0 +1,321 @@
+//! The decision: a checked config plus the caches, answering one request at a time.
+//!
+//! `Policy` knows nothing of HTTP or async runtimes. Because argon2 costs milliseconds, a
+//! decision is a small state machine: `begin` returns either a final `Decision` or a
+//! `Verify` step carrying the argon2 work; whoever drives it runs that work where it suits them
+//! (inline in `decide`, on a bounded blocking pool in the server, see `crate::verifier`) and
+//! hands the result to `resume`. Successful argon2 verifications are remembered in a bounded
+//! cache keyed by a keyed BLAKE3 hash of (user, name, password), never the plaintext, so a
+//! viewer's next request costs a lookup.
+
+use std::fmt;
+
+use moka::sync::Cache;
+
+use crate::config::{Config, ServerConfig};
+use crate::credential::{Argon2Hash, Credential};
+use crate::request::Request;
+use crate::source::users::{UserName, Users};
+
+/// Which source decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A `[[users]]` entry.
+    Users,
+    /// Nothing recognised the request.
+    None,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Users => "users",
+            Source::None => "none",
+        }
+    }
+}
+
+/// Why a request was denied. The text goes into MediaMTX's log, so it never holds a secret and
+/// never says whether a user name exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No credentials, and no anonymous rule grants the request. MediaMTX then asks the client
+    /// for credentials.
+    NoCredentials,
+    /// Credentials were given, but no user with them is granted this action, path and IP.
+    NoMatch,
+    UnknownAction,
+    /// Too many argon2 verifications are already waiting.
+    Busy,
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DenyReason::NoCredentials => "credentials required",
+            DenyReason::NoMatch => "no user matches these credentials for this action, path and ip",
+            DenyReason::UnknownAction => "unknown action",
+            DenyReason::Busy => "busy: too many password verifications waiting",
+        })
+    }
+}
+
+/// The outcome of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        /// The identity recognised: the user name as the client sent it (empty for an
+        /// anonymous client allowed by an `any` user).
+        user: String,
+        source: Source,
+        /// Position of the deciding user in config order, and its line in the config.
+        index: u32,
+        line: usize,
+        /// Answered from the verification cache, without argon2.
+        cached: bool,
+    },
+    Deny(DenyReason),
+}
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Decision::Allow { source, .. } => *source,
+            Decision::Deny(_) => Source::None,
+        }
+    }
+}
+
+/// Where a decision stands.
+pub enum Step {
+    Done(Decision),
+    /// argon2 work to run before the decision can go on.
+    Verify(Argon2Work, Resume),
+}
+
+/// argon2 verifications to run; owns its data so it can move to another thread.
+pub struct Argon2Work {
+    checks: Vec<(Argon2Hash, String)>,
+}
+
+impl Argon2Work {
+    /// Runs every check (milliseconds each). True when all passed.
+    pub fn run(self) -> bool {
+        // Every check runs, even after a failure, so the time spent does not tell which failed.
+        self.checks
+            .into_iter()
+            .fold(true, |ok, (hash, guess)| hash.verify(&guess) & ok)
+    }
+}
+
+/// What `resume` needs to know about the work that ran.
+pub struct Resume {
+    index: u32,
+    cache_key: [u8; 32],
+    /// The work was the decoy verification of a deny; its result is irrelevant.
+    decoy: bool,
+}
+
+/// A ready-to-use configuration: users, index and caches.
+pub struct Policy {
+    users: Users,
+    server: ServerConfig,
+    verified: Cache<[u8; 32], ()>,
+    cache_secret: [u8; 32],
+    /// Same cost as the configured argon2 passwords; see `Argon2Hash::decoy`.
+    decoy: Option<Argon2Hash>,
+}
+
+impl Policy {
+    pub fn new(config: Config) -> Self {
+        let decoy = config.users.iter().find_map(|u| match &u.pass {
+            Some(Credential::Argon2(h)) => Some(h.decoy()),
+            _ => match &u.name {
+                UserName::Credential(Credential::Argon2(h)) => Some(h.decoy()),
+                _ => None,
+            },
+        });
+        Policy {
+            users: Users::new(config.users),
+            verified: Cache::builder()
+                .max_capacity(config.server.cache_capacity)
+                .time_to_live(config.server.cache_ttl)
+                .build(),
+            server: config.server,
+            cache_secret: rand::random(),
+            decoy,
+        }
+    }
+
+    pub fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// Starts a decision.
+    pub fn begin(&self, req: &Request) -> Step {
+        if req.action.is_none() {
+            return Step::Done(Decision::Deny(DenyReason::UnknownAction));
+        }
+        self.search(req, 0, false)
+    }
+
+    /// Continues a decision after its argon2 work ran.
+    pub fn resume(&self, req: &Request, resume: Resume, passed: bool) -> Step {
+        if resume.decoy {
+            return Step::Done(self.deny(req));
+        }
+        if passed {
+            self.verified.insert(resume.cache_key, ());
+            return Step::Done(self.allow(req, resume.index, false));
+        }
+        self.search(req, resume.index + 1, true)
+    }
+
+    /// Runs a whole decision on this thread, argon2 included. For the CLI, tests and benches;
+    /// the server uses `crate::verifier` to keep argon2 off its async workers.
+    pub fn decide(&self, req: &Request) -> Decision {
+        let mut step = self.begin(req);
+        loop {
+            match step {
+                Step::Done(d) => return d,
+                Step::Verify(work, resume) => {
+                    let passed = work.run();
+                    step = self.resume(req, resume, passed);
+                }
+            }
+        }
+    }
+
+    fn search(&self, req: &Request, from: u32, argon2_ran: bool) -> Step {
+        let Some(found) = self.users.next_match(req, from) else {
+            return match &self.decoy {
+                // A deny that ran no argon2 would be quicker than a wrong password for a
+                // known argon2 user; burn the same time so timing does not reveal user names.
+                Some(decoy) if !argon2_ran && req.has_credentials() => Step::Verify(
+                    Argon2Work {
+                        checks: vec![(decoy.clone(), req.password.to_string())],
+                    },
+                    Resume {
+                        index: u32::MAX,
+                        cache_key: [0; 32],
+                        decoy: true,
+                    },
+                ),
+                _ => Step::Done(self.deny(req)),
+            };
+        };
+        if !found.needs_argon2 {
+            return Step::Done(self.allow(req, found.index, false));
+        }
+        let cache_key = self.cache_key(found.index, req);
+        if self.verified.contains_key(&cache_key) {
+            return Step::Done(self.allow(req, found.index, true));
+        }
+        let checks = self.users.get(found.index).argon2_checks(req);
+        Step::Verify(
+            Argon2Work { checks },
+            Resume {
+                index: found.index,
+                cache_key,
+                decoy: false,
+            },
+        )
+    }
+
+    /// Keyed hash of what a cached verification vouches for. The key is random per process, so
+    /// the cache never holds anything from which a password could be guessed offline.
+    fn cache_key(&self, index: u32, req: &Request) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.cache_secret);
+        h.update(&index.to_le_bytes());
+        h.update(&(req.user.len() as u64).to_le_bytes());
+        h.update(req.user.as_bytes());
+        h.update(req.password.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    fn allow(&self, req: &Request, index: u32, cached: bool) -> Decision {
+        Decision::Allow {
+            user: req.user.to_string(),
+            source: Source::Users,
+            index,
+            line: self.users.get(index).line,
+            cached,
+        }
+    }
+
+    fn deny(&self, req: &Request) -> Decision {
+        Decision::Deny(if req.has_credentials() {
+            DenyReason::NoMatch
+        } else {
+            DenyReason::NoCredentials
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permission::Action;
+
+    const ARGON2_PASS: &str = "argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo";
+
+    fn policy(toml: &str) -> Policy {
+        Policy::new(Config::parse(toml, "t.toml").unwrap())
+    }
+
+    #[test]
+    fn argon2_success_is_cached_and_failure_is_not() {
+        let p = policy(&format!(
+            "[[users]]\nuser = \"bob\"\npass = \"{ARGON2_PASS}\"\npermissions = [{{ action = \"read\" }}]\n"
+        ));
+        let good = Request::new(Action::Read, "cam", "10.0.0.1", "bob", "testpass");
+        let bad = Request::new(Action::Read, "cam", "10.0.0.1", "bob", "wrong");
+        assert_eq!(p.decide(&bad), Decision::Deny(DenyReason::NoMatch));
+        assert_eq!(p.decide(&bad), Decision::Deny(DenyReason::NoMatch));
+        assert!(matches!(
+            p.decide(&good),
+            Decision::Allow { cached: false, .. }
+        ));
+        assert!(matches!(
+            p.decide(&good),
+            Decision::Allow { cached: true, .. }
+        ));
+        assert_eq!(p.decide(&bad), Decision::Deny(DenyReason::NoMatch));
+    }
+
+    #[test]
+    fn failed_argon2_user_falls_through_to_next_user() {
+        let p = policy(&format!(
+            "[[users]]\nuser = \"bob\"\npass = \"{ARGON2_PASS}\"\npermissions = [{{ action = \"read\" }}]\n\
+             [[users]]\nuser = \"bob\"\npass = \"plain\"\npermissions = [{{ action = \"read\" }}]\n"
+        ));
+        let req = Request::new(Action::Read, "cam", "10.0.0.1", "bob", "plain");
+        assert!(matches!(p.decide(&req), Decision::Allow { index: 1, .. }));
+    }
+
+    #[test]
+    fn unknown_user_runs_decoy_and_denies() {
+        let p = policy(&format!(
+            "[[users]]\nuser = \"bob\"\npass = \"{ARGON2_PASS}\"\npermissions = [{{ action = \"read\" }}]\n"
+        ));
+        let req = Request::new(Action::Read, "cam", "10.0.0.1", "nobody", "testpass");
+        assert!(matches!(
+            p.begin(&req),
+            Step::Verify(_, Resume { decoy: true, .. })
+        ));
+        assert_eq!(p.decide(&req), Decision::Deny(DenyReason::NoMatch));
+        let anonymous = Request::new(Action::Read, "cam", "10.0.0.1", "", "");
+        assert!(matches!(
+            p.begin(&anonymous),
+            Step::Done(Decision::Deny(DenyReason::NoCredentials))
+        ));
+    }
+}

@@ -1,0 +1,171 @@
+//! The HTTP service: MediaMTX's auth endpoint plus health and readiness.
+//!
+//! This is a thin adapter. It reads at most 64 KiB of body, parses it (`request`), asks the
+//! policy (through the `verifier`, which keeps argon2 off the workers), logs one line and maps
+//! the outcome to a status: 200 allow, 401 deny, 400 malformed, 413 too large. Every non-2xx
+//! carries `{"error": "…"}`, which MediaMTX copies into its own log.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use serde::Serialize;
+
+use crate::policy::{Decision, Policy};
+use crate::request::{Request, RequestError};
+use crate::verifier::Verifier;
+
+/// Largest body accepted on `/auth`. MediaMTX's requests are well under 1 KiB plus the path
+/// and query; anything bigger is not MediaMTX.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    pub policy: Arc<Policy>,
+    pub verifier: Verifier,
+}
+
+impl AppState {
+    pub fn new(policy: Policy) -> Self {
+        let server = policy.server();
+        let verifier = Verifier::new(server.argon2_concurrency, server.argon2_queue);
+        AppState {
+            policy: Arc::new(policy),
+            verifier,
+        }
+    }
+}
+
+/// Everything that makes `/auth` answer something other than a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("body larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error(transparent)]
+    BadRequest(#[from] RequestError),
+    #[error("could not read body")]
+    Payload,
+    #[error("not found")]
+    NotFound,
+}
+
+impl ResponseError for HttpError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BadRequest(_) | HttpError::Payload => StatusCode::BAD_REQUEST,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: &self.to_string(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+#[derive(Serialize)]
+struct AllowBody<'a> {
+    user: &'a str,
+}
+
+/// Starts the server on an already-bound listener (tests bind port 0). Returns the running
+/// server; await it to serve until SIGTERM/SIGINT, which drain in-flight requests first.
+pub fn start(
+    listener: TcpListener,
+    policy: Policy,
+    workers: Option<usize>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(AppState::new(policy));
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/auth", web::post().to(auth))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .default_service(web::to(|| async { HttpError::NotFound.error_response() }))
+    })
+    .listen(listener)?;
+    if let Some(n) = workers {
+        server = server.workers(n);
+    }
+    Ok(server.run())
+}
+
+async fn auth(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, HttpError> {
+    let started = Instant::now();
+    let body = payload
+        .to_bytes_limited(MAX_BODY)
+        .await
+        .map_err(|_| HttpError::TooLarge)?
+        .map_err(|_| HttpError::Payload)?;
+    let req = Request::parse(&body).inspect_err(|e| {
+        tracing::warn!(target: "mtx_auth::decision", error = %e, "bad request");
+    })?;
+    let decision = state.verifier.decide(&state.policy, &req).await;
+    log_decision(&req, &decision, started);
+    Ok(match &decision {
+        Decision::Allow { user, .. } => HttpResponse::Ok().json(AllowBody { user }),
+        Decision::Deny(reason) => HttpResponse::Unauthorized().json(ErrorBody {
+            error: &reason.to_string(),
+        }),
+    })
+}
+
+/// One line per decision. Never a password, token or hash: only what identifies the request.
+fn log_decision(req: &Request, decision: &Decision, started: Instant) {
+    let latency_us = started.elapsed().as_micros() as u64;
+    match decision {
+        Decision::Allow {
+            source,
+            line,
+            cached,
+            ..
+        } => tracing::info!(
+            target: "mtx_auth::decision",
+            action = %req.action_raw,
+            protocol = %req.protocol,
+            path = %req.path,
+            ip = %req.ip_raw,
+            user = %req.user,
+            outcome = "allow",
+            source = source.as_str(),
+            rule_line = line,
+            cached,
+            latency_us,
+        ),
+        Decision::Deny(reason) => tracing::info!(
+            target: "mtx_auth::decision",
+            action = %req.action_raw,
+            protocol = %req.protocol,
+            path = %req.path,
+            ip = %req.ip_raw,
+            user = %req.user,
+            outcome = "deny",
+            source = decision.source().as_str(),
+            reason = %reason,
+            latency_us,
+        ),
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready once the config is loaded, which is before the server accepts anything. Remote sources
+/// (JWKS, media servers) will add what they wait for to `waiting_for`.
+async fn readyz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "ready": true, "waiting_for": [] }))
+}

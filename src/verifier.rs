@@ -1,0 +1,91 @@
+//! Runs argon2 work off the async workers, with bounded concurrency and a bounded queue.
+//!
+//! An argon2 verification takes milliseconds of CPU. Run on an actix worker it would stall every
+//! other request on that worker, including cached and plain ones; unbounded, a password spray
+//! would queue without limit. So at most `concurrency` verifications run at once on tokio's
+//! blocking threads, at most `queue` more wait, and beyond that a request is denied at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::policy::{Argon2Work, Decision, DenyReason, Policy, Step};
+use crate::request::Request;
+
+pub struct Verifier {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+/// The queue was full, or the verification thread died; either way the answer is deny.
+#[derive(Debug, thiserror::Error)]
+#[error("argon2 verification not available")]
+pub struct Busy;
+
+impl Verifier {
+    pub fn new(concurrency: usize, queue: usize) -> Self {
+        Verifier {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting: queue,
+        }
+    }
+
+    /// Runs `work` on a blocking thread once a slot is free.
+    pub async fn run(&self, work: Argon2Work) -> Result<bool, Busy> {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let _slot = QueueSlot::take(&self.waiting, self.max_waiting).ok_or(Busy)?;
+                Arc::clone(&self.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Busy)?
+            }
+        };
+        // The permit moves into the thread: if the client goes away and this future is dropped,
+        // the slot stays taken until the computation really ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work.run()
+        })
+        .await
+        .map_err(|_| Busy)
+    }
+
+    /// Drives a decision to its end, running argon2 steps here.
+    pub async fn decide(&self, policy: &Policy, req: &Request<'_>) -> Decision {
+        let mut step = policy.begin(req);
+        loop {
+            match step {
+                Step::Done(d) => return d,
+                Step::Verify(work, resume) => match self.run(work).await {
+                    Ok(passed) => step = policy.resume(req, resume, passed),
+                    Err(Busy) => return Decision::Deny(DenyReason::Busy),
+                },
+            }
+        }
+    }
+}
+
+/// A place in the wait queue, given back on drop (also when the waiting future is dropped).
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl<'a> QueueSlot<'a> {
+    fn take(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueueSlot(waiting))
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
