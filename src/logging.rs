@@ -4,6 +4,8 @@
 //! terminal or pipe never holds up a decision. Nothing anywhere logs a password, token or hash:
 //! decision lines carry the request's action, protocol, path, ip and user only.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -21,6 +23,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     // A second init (tests starting several servers) keeps the first subscriber.
     let _ = match format {

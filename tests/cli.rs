@@ -1,0 +1,319 @@
+//! The binary: `check`, `serve`, `hash` and `explain`, run as an operator runs them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use mtx_auth::credential::Credential;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+}
+
+/// Writes `text` to a fresh file in the target dir and returns its path.
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let (code, out, _) = run(bin().args(["check", "--config", "config/mtx-auth.toml"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("ok (2 users)"), "{out}");
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column() {
+    // Each case: config text, expected line:col, and a fragment of the message.
+    let cases: &[(&str, &str, &str)] = &[
+        ("[server]\nlisen = \"x\"\n", "2:1", "unknown field `lisen`"),
+        ("[[users]]\nuser = \"u\"\nextra = 1\n", "3:1", "unknown field `extra`"),
+        ("[[users]]\nuser = \"u\"\npermissions = [{ action = \"write\" }]\n", "3:27", "unknown action"),
+        ("[[users]]\nuser = \"u\"\npermissions = [{ action = \"read\", path = \"~[\" }]\n", "3:42", "regular expression does not compile"),
+        ("[[users]]\nuser = \"any\"\nips = [\"10.0.0.0/40\"]\n", "3:8", "not an IP address or CIDR"),
+        ("[[users]]\nuser = \"any\"\nips = [\"10.0.0.300\"]\n", "3:8", "not an IP address or CIDR"),
+        ("[[users]]\nuser = \"sha256:abc\"\n", "2:8", "sha256 value must be"),
+        ("[[users]]\nuser = \"u\"\npass = \"argon2:$argon2id$v=19$m=4096\"\n", "3:8", "not a valid PHC string"),
+        ("[[users]]\nuser = \"u\"\npass = \"argon2:$argon2d$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$Ux/LWeTgJQPyfMMJo1myR64+o8rALHoPmlE1i/TR+58\"\n", "3:8", "argon2d is not supported"),
+        ("[[users]]\nuser = \"bad user\"\n", "2:8", "characters MediaMTX does not allow"),
+        ("[[users]]\nuser = \"u\"\npass = \"pa:ss\"\n", "3:8", "characters MediaMTX does not allow"),
+        ("[[users]]\nuser = \"any\"\npass = \"x\"\n", "3:8", "\"any\" cannot have a password"),
+        ("[[users]]\nuser = \"\"\n", "2:8", "must not be empty"),
+        ("[[users]]\npass = \"x\"\n", "1:1", "missing field `user`"),
+        ("[server]\nargon2_queue = 0\n", "2:16", "argon2_queue must be between"),
+        ("[[users]\n", "1:8", ""),
+    ];
+    for (i, (text, pos, msg)) in cases.iter().enumerate() {
+        let path = config_file(&format!("bad{i}.toml"), text);
+        let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+        assert_eq!(code, 1, "case {i}: {text}");
+        let want = format!("{}:{pos}: ", path.display());
+        assert!(
+            err.starts_with(&want) && err.contains(msg),
+            "case {i}: want {want}…{msg}, got {err}"
+        );
+    }
+    // Several problems in one file are all reported, in order.
+    let path = config_file(
+        "many.toml",
+        "[[users]]\nuser = \"\"\n[[users]]\nuser = \"u\"\nips = [\"x\"]\npermissions = [{ action = \"nope\" }]\n",
+    );
+    let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+    assert_eq!(code, 1);
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].contains(":2:8: ") && lines[1].contains(":5:8: ") && lines[2].contains(":6:27: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let (code, _, err) = run(bin().args(["check", "--config", "/nonexistent/mtx.toml"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/mtx.toml") && err.contains("cannot read config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config() {
+    let path = config_file(
+        "serve-bad.toml",
+        "[[users]]\nuser = \"any\"\npass = \"x\"\n",
+    );
+    let (code, _, err) = run(bin()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"]));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(":3:8: pass: user \"any\" cannot have a password"),
+        "{err}"
+    );
+    assert!(err.contains("refusing to start"), "{err}");
+}
+
+/// Starts the binary, reads its "listening on" line, makes requests, then SIGTERMs it.
+#[test]
+fn serve_answers_logs_and_exits_cleanly_on_sigterm() {
+    let path = config_file(
+        "serve.toml",
+        "[[users]]\nuser = \"alice\"\npass = \"s3cretpw\"\npermissions = [{ action = \"read\" }]\n",
+    );
+    // No subcommand means serve; the config comes from MTX_AUTH_CONFIG.
+    let mut child = bin()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MTX_AUTH_CONFIG", &path)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    let post = |body: &str| -> String {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    let ok = post(
+        r#"{"user":"alice","password":"s3cretpw","token":"s3cretpw","action":"read","path":"cam","ip":"10.0.0.1","protocol":"rtsp"}"#,
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.ends_with(r#"{"user":"alice"}"#), "{ok}");
+    let no = post(
+        r#"{"user":"alice","password":"wrongpw99","action":"read","path":"cam","ip":"10.0.0.1"}"#,
+    );
+    assert!(no.starts_with("HTTP/1.1 401"), "{no}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful exit");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let logs = line + &rest;
+    // One decision line per request, with its fields, and never a secret.
+    assert!(
+        logs.contains("outcome=\"allow\"") || logs.contains("outcome=allow"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("user=alice") && logs.contains("latency_us="),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("s3cretpw") && !logs.contains("wrongpw99"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn serve_json_logs_are_json() {
+    let path = config_file("serve-json.toml", "");
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        if message.contains("listening on http://127.0.0.1:") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn hash(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = bin()
+        .arg("hash")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn hash_prints_values_the_config_accepts() {
+    let (code, out, _) = hash(&[], "correct horse\n");
+    assert_eq!(code, 0);
+    let value = out.trim_end();
+    assert!(
+        value.starts_with("argon2:$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{value}"
+    );
+    let cred = Credential::parse(value).unwrap();
+    assert!(cred.verify("correct horse"));
+    assert!(!cred.verify("correct horse\n"));
+
+    let (code, out, _) = hash(&["--sha256"], "testuser");
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim_end(),
+        "sha256:rl3rgi4NcZkpAEcacZnQ2VuOfJ0FxAqCRaKB/SwdZoQ="
+    );
+
+    let (code, _, err) = hash(&[], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("no secret"), "{err}");
+}
+
+#[test]
+fn explain_names_the_deciding_user_or_why_none_did() {
+    let path = config_file(
+        "explain.toml",
+        "[[users]]\nuser = \"bob\"\npass = \"pw\"\nips = [\"10.0.0.0/8\"]\npermissions = [{ action = \"publish\" }]\n\n\
+         [[users]]\nuser = \"any\"\npermissions = [{ action = \"read\", path = \"~^public/\" }]\n",
+    );
+    let explain = |req: &str| run(bin().arg("explain").arg("--config").arg(&path).arg(req));
+
+    let (code, out, _) =
+        explain(r#"{"user":"bob","password":"pw","action":"publish","path":"x","ip":"10.1.1.1"}"#);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("allow (200) user=\"bob\""), "{out}");
+    assert!(
+        out.contains("users #1") && out.contains("explain.toml:1"),
+        "{out}"
+    );
+
+    let (_, out, _) = explain(r#"{"action":"read","path":"public/cam","ip":"1.1.1.1"}"#);
+    assert!(
+        out.contains("users #2") && out.contains("explain.toml:7"),
+        "{out}"
+    );
+
+    let (_, out, _) = explain(
+        r#"{"user":"bob","password":"pw","action":"publish","path":"x","ip":"192.168.0.1"}"#,
+    );
+    assert!(out.starts_with("deny (401)"), "{out}");
+    assert!(
+        out.contains("users #1 (plain user)") && out.contains("ip not in ips"),
+        "{out}"
+    );
+    assert!(
+        out.contains("users #2 (any)") && out.contains("no permission"),
+        "{out}"
+    );
+
+    let (_, out, _) = explain(
+        r#"{"user":"bob","password":"nope","action":"publish","path":"x","ip":"10.0.0.1"}"#,
+    );
+    assert!(out.contains("pass does not match"), "{out}");
+
+    let (code, _, err) = explain("[1]");
+    assert_eq!(code, 1);
+    assert!(err.contains("JSON object"), "{err}");
+}

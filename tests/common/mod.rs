@@ -1,0 +1,79 @@
+//! Test helpers: the real server on a random loopback port, and a client for it.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::TcpListener;
+
+use mtx_auth::config::Config;
+use mtx_auth::policy::Policy;
+use serde_json::Value;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// Starts the same server `mtx-auth serve` runs, with `config` as the TOML file. Must be called
+/// from an actix runtime (`#[actix_web::test]`); the server lives as long as the test.
+pub fn spawn(config: &str) -> TestApp {
+    let config = Config::parse(config, "test.toml").expect("test config is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = mtx_auth::server::start(listener, Policy::new(config), Some(1)).unwrap();
+    actix_web::rt::spawn(server);
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// POSTs a JSON value to /auth; returns the status and the JSON body.
+    pub async fn auth(&self, body: &Value) -> (u16, Value) {
+        self.auth_raw(serde_json::to_vec(body).unwrap(), Some("application/json"))
+            .await
+    }
+
+    /// POSTs raw bytes to /auth, with an optional Content-Type.
+    pub async fn auth_raw(&self, body: Vec<u8>, content_type: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}/auth", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("body is not JSON: status {status}, {text:?}"));
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// A MediaMTX request body as MediaMTX v1.20 sends it (every field present, token = password).
+pub fn mtx_request(action: &str, path: &str, ip: &str, user: &str, pass: &str) -> Value {
+    serde_json::json!({
+        "ip": ip,
+        "user": user,
+        "password": pass,
+        "token": pass,
+        "action": action,
+        "path": path,
+        "protocol": if action == "api" || action == "metrics" || action == "pprof" { "" } else { "rtsp" },
+        "id": null,
+        "query": "",
+        "userAgent": "",
+    })
+}
