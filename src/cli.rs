@@ -13,6 +13,7 @@ use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
 use crate::request::Request;
 use crate::source::users::UserName;
+use crate::verifier::Verifier;
 
 #[derive(Parser)]
 #[command(
@@ -167,22 +168,26 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
     };
     let req = Request::parse(body.as_bytes())?;
     let policy = Policy::new(config);
-    let decision = policy.decide(&req);
+    let verifier = Verifier::new(1, 1);
+    // The same driver as the server, so a JWT is checked against freshly fetched keys.
+    let decision = actix_web::rt::System::new().block_on(async {
+        if let Some(jwt) = policy.jwt() {
+            if let Err(e) = jwt.keys.refresh().await {
+                println!("jwt: key set could not be fetched: {e}");
+            }
+        }
+        verifier.decide(&policy, &req).await
+    });
     let file = path.display();
     match &decision {
         Decision::Allow {
-            user,
-            source,
-            index,
-            line,
-            ..
+            user, source, rule, ..
         } => {
             println!("allow (200) user={user:?}");
-            println!(
-                "decided by: {} #{} at {file}:{line}",
-                source.as_str(),
-                index + 1
-            );
+            match rule {
+                Some(r) => println!("decided by: users #{} at {file}:{}", r.index + 1, r.line),
+                None => println!("decided by: {}", source.as_str()),
+            }
         }
         Decision::Deny(reason) => {
             println!("deny (401): {reason}");
@@ -190,7 +195,15 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                 println!("  action {:?} is not one MediaMTX sends", req.action_raw);
                 return Ok(ExitCode::SUCCESS);
             };
-            println!("sources in order: users ({} entries)", policy.users().len());
+            let jwt = if policy.jwt().is_some() {
+                ", then jwt"
+            } else {
+                ""
+            };
+            println!(
+                "sources in order: users ({} entries){jwt}",
+                policy.users().len()
+            );
             for index in 0..policy.users().len() as u32 {
                 let user = policy.users().get(index);
                 let why = match user.check(&req, action) {

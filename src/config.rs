@@ -18,6 +18,8 @@ use toml::Spanned;
 
 use crate::credential::{Credential, CredentialError};
 use crate::permission::{Action, PathMatcher, Permission};
+use crate::source::jwks::{FetchPolicy, KeySource};
+use crate::source::jwt::{JwtConfig, RoleMapping};
 use crate::source::users::{User, UserName};
 
 /// Where the service listens unless `[server] listen` or `--listen` says otherwise.
@@ -28,6 +30,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 pub struct Config {
     pub server: ServerConfig,
     pub users: Vec<User>,
+    pub jwt: Option<JwtConfig>,
 }
 
 /// `[server]`: where to listen and how much argon2 work and memory to allow.
@@ -101,6 +104,36 @@ struct RawConfig {
     server: Option<Spanned<RawServer>>,
     #[serde(default)]
     users: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    jwt: Option<Spanned<RawJwt>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    jwks_url: Option<Spanned<String>>,
+    discovery_url: Option<Spanned<String>>,
+    claim_key: Option<String>,
+    identity_claim: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    require_exp: Option<bool>,
+    leeway_secs: Option<Spanned<i64>>,
+    fetch_timeout_secs: Option<Spanned<i64>>,
+    refresh_interval_secs: Option<Spanned<i64>>,
+    refetch_interval_secs: Option<Spanned<i64>>,
+    max_stale_secs: Option<Spanned<i64>>,
+    cache_ttl_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    roles: Vec<RawRole>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    claim: Spanned<String>,
+    value: String,
+    permissions: Vec<Spanned<RawPermission>>,
 }
 
 #[derive(Deserialize)]
@@ -169,8 +202,9 @@ impl Config {
             .into_iter()
             .filter_map(|u| build_user(u, &mut errs))
             .collect();
+        let jwt = raw.jwt.and_then(|j| build_jwt(j, &mut errs));
         if errs.list.is_empty() {
-            Ok(Config { server, users })
+            Ok(Config { server, users, jwt })
         } else {
             Err(errs.into_error())
         }
@@ -234,16 +268,7 @@ fn build_server(raw: RawServer, errs: &mut Problems) -> ServerConfig {
     if let Some(listen) = raw.listen {
         s.listen = listen.get_ref().clone();
     }
-    let mut positive = |v: Option<Spanned<i64>>, key: &str, max: i64| -> Option<u64> {
-        let v = v?;
-        let n = *v.get_ref();
-        if (1..=max).contains(&n) {
-            Some(n as u64)
-        } else {
-            errs.push(v.span(), format!("{key} must be between 1 and {max}"));
-            None
-        }
-    };
+    let mut positive = |v, key, max| in_range(v, key, 1, max, errs);
     if let Some(n) = positive(raw.argon2_concurrency, "argon2_concurrency", 1024) {
         s.argon2_concurrency = n as usize;
     }
@@ -257,6 +282,124 @@ fn build_server(raw: RawServer, errs: &mut Problems) -> ServerConfig {
         s.cache_ttl = Duration::from_secs(n);
     }
     s
+}
+
+/// A number within `min..=max`, or a located problem.
+fn in_range(
+    v: Option<Spanned<i64>>,
+    key: &str,
+    min: i64,
+    max: i64,
+    errs: &mut Problems,
+) -> Option<u64> {
+    let v = v?;
+    let n = *v.get_ref();
+    if (min..=max).contains(&n) {
+        Some(n as u64)
+    } else {
+        errs.push(v.span(), format!("{key} must be between {min} and {max}"));
+        None
+    }
+}
+
+fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let before = errs.list.len();
+    let mut url = |u: Spanned<String>, key: &str| {
+        let ok = reqwest::Url::parse(u.get_ref())
+            .is_ok_and(|parsed| matches!(parsed.scheme(), "http" | "https"));
+        if !ok {
+            errs.push(u.span(), format!("{key}: not an http or https URL"));
+        }
+        u.into_inner()
+    };
+    let source = match (raw.jwks_url, raw.discovery_url) {
+        (Some(u), None) => Some(KeySource::Jwks(url(u, "jwks_url"))),
+        (None, Some(u)) => Some(KeySource::Discovery(url(u, "discovery_url"))),
+        (Some(_), Some(u)) => {
+            errs.push(u.span(), "set jwks_url or discovery_url, not both".into());
+            None
+        }
+        (None, None) => {
+            errs.push(span, "[jwt] needs jwks_url or discovery_url".into());
+            None
+        }
+    };
+    let day = 24 * 3600;
+    let secs = |n: Option<u64>, default: u64| Duration::from_secs(n.unwrap_or(default));
+    let leeway = secs(in_range(raw.leeway_secs, "leeway_secs", 0, 3600, errs), 30);
+    let fetch = FetchPolicy {
+        timeout: secs(
+            in_range(raw.fetch_timeout_secs, "fetch_timeout_secs", 1, 60, errs),
+            3,
+        ),
+        refresh_interval: secs(
+            in_range(
+                raw.refresh_interval_secs,
+                "refresh_interval_secs",
+                10,
+                day,
+                errs,
+            ),
+            15 * 60,
+        ),
+        refetch_interval: secs(
+            in_range(
+                raw.refetch_interval_secs,
+                "refetch_interval_secs",
+                1,
+                day,
+                errs,
+            ),
+            60,
+        ),
+        max_stale: secs(
+            in_range(raw.max_stale_secs, "max_stale_secs", 0, 30 * day, errs),
+            day as u64,
+        ),
+    };
+    let cache_ttl = secs(
+        in_range(raw.cache_ttl_secs, "cache_ttl_secs", 1, day, errs),
+        300,
+    );
+    let roles = raw
+        .roles
+        .into_iter()
+        .map(|r| {
+            let claim: Vec<String> = r.claim.get_ref().split('.').map(str::to_owned).collect();
+            if claim.iter().any(String::is_empty) {
+                errs.push(r.claim.span(), "claim: not a dotted claim path".into());
+            }
+            let permissions = r
+                .permissions
+                .into_iter()
+                .filter_map(|p| build_permission(p.into_inner(), errs))
+                .collect();
+            RoleMapping {
+                claim,
+                value: r.value,
+                permissions,
+            }
+        })
+        .collect();
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(JwtConfig {
+        source: source?,
+        claim_key: raw
+            .claim_key
+            .unwrap_or_else(|| "mediamtx_permissions".into()),
+        identity_claim: raw.identity_claim.unwrap_or_else(|| "sub".into()),
+        issuer: raw.issuer.filter(|s| !s.is_empty()),
+        audience: raw.audience.filter(|s| !s.is_empty()),
+        require_exp: raw.require_exp.unwrap_or(true),
+        leeway,
+        fetch,
+        roles,
+        cache_ttl,
+    })
 }
 
 fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {

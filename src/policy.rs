@@ -15,6 +15,7 @@ use moka::sync::Cache;
 use crate::config::{Config, ServerConfig};
 use crate::credential::{Argon2Hash, Credential};
 use crate::request::Request;
+use crate::source::jwt::{Jwt, JwtError, JwtOutcome};
 use crate::source::users::{UserName, Users};
 
 /// Which source decided.
@@ -22,6 +23,8 @@ use crate::source::users::{UserName, Users};
 pub enum Source {
     /// A `[[users]]` entry.
     Users,
+    /// A JWT verified against the `[jwt]` key set.
+    Jwt,
     /// Nothing recognised the request.
     None,
 }
@@ -30,6 +33,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Users => "users",
+            Source::Jwt => "jwt",
             Source::None => "none",
         }
     }
@@ -47,15 +51,21 @@ pub enum DenyReason {
     UnknownAction,
     /// Too many argon2 verifications are already waiting.
     Busy,
+    /// The request carried a JWT, and it was refused.
+    Jwt(JwtError),
 }
 
 impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let DenyReason::Jwt(e) = self {
+            return write!(f, "jwt: {e}");
+        }
         f.write_str(match self {
             DenyReason::NoCredentials => "credentials required",
             DenyReason::NoMatch => "no user matches these credentials for this action, path and ip",
             DenyReason::UnknownAction => "unknown action",
             DenyReason::Busy => "busy: too many password verifications waiting",
+            DenyReason::Jwt(_) => unreachable!("written above"),
         })
     }
 }
@@ -68,10 +78,9 @@ pub enum Decision {
         /// anonymous client allowed by an `any` user).
         user: String,
         source: Source,
-        /// Position of the deciding user in config order, and its line in the config.
-        index: u32,
-        line: usize,
-        /// Answered from the verification cache, without argon2.
+        /// The deciding `[[users]]` entry, when a TOML user decided.
+        rule: Option<UserRule>,
+        /// Answered from a verification cache, without argon2 or a signature check.
         cached: bool,
     },
     Deny(DenyReason),
@@ -90,11 +99,21 @@ impl Decision {
     }
 }
 
+/// A `[[users]]` entry: its position in config order and its line in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRule {
+    pub index: u32,
+    pub line: usize,
+}
+
 /// Where a decision stands.
 pub enum Step {
     Done(Decision),
     /// argon2 work to run before the decision can go on.
     Verify(Argon2Work, Resume),
+    /// The request's JWT names a key id we do not have: refetch the key set if allowed
+    /// (`KeyStore::refetch_for_unknown_kid`), then call `resume_after_refetch`.
+    RefetchKeys,
 }
 
 /// argon2 verifications to run; owns its data so it can move to another thread.
@@ -128,6 +147,7 @@ pub struct Policy {
     cache_secret: [u8; 32],
     /// Same cost as the configured argon2 passwords; see `Argon2Hash::decoy`.
     decoy: Option<Argon2Hash>,
+    jwt: Option<Jwt>,
 }
 
 impl Policy {
@@ -148,6 +168,20 @@ impl Policy {
             server: config.server,
             cache_secret: rand::random(),
             decoy,
+            jwt: config.jwt.map(Jwt::new),
+        }
+    }
+
+    pub fn jwt(&self) -> Option<&Jwt> {
+        self.jwt.as_ref()
+    }
+
+    /// Continues a decision after a key refetch; `changed` says whether new keys arrived.
+    pub fn resume_after_refetch(&self, req: &Request, changed: bool) -> Step {
+        if changed {
+            self.after_users(req, true, false)
+        } else {
+            Step::Done(Decision::Deny(DenyReason::Jwt(JwtError::UnknownKey)))
         }
     }
 
@@ -190,27 +224,15 @@ impl Policy {
                     let passed = work.run();
                     step = self.resume(req, resume, passed);
                 }
+                // No fetching here: an unknown key id stays unknown.
+                Step::RefetchKeys => step = self.resume_after_refetch(req, false),
             }
         }
     }
 
     fn search(&self, req: &Request, from: u32, argon2_ran: bool) -> Step {
         let Some(found) = self.users.next_match(req, from) else {
-            return match &self.decoy {
-                // A deny that ran no argon2 would be quicker than a wrong password for a
-                // known argon2 user; burn the same time so timing does not reveal user names.
-                Some(decoy) if !argon2_ran && req.has_credentials() => Step::Verify(
-                    Argon2Work {
-                        checks: vec![(decoy.clone(), req.password.to_string())],
-                    },
-                    Resume {
-                        index: u32::MAX,
-                        cache_key: [0; 32],
-                        decoy: true,
-                    },
-                ),
-                _ => Step::Done(self.deny(req)),
-            };
+            return self.after_users(req, argon2_ran, true);
         };
         if !found.needs_argon2 {
             return Step::Done(self.allow(req, found.index, false));
@@ -230,6 +252,40 @@ impl Policy {
         )
     }
 
+    /// No TOML user matched: the JWT source, then the final deny.
+    fn after_users(&self, req: &Request, argon2_ran: bool, may_refetch: bool) -> Step {
+        if let (Some(jwt), Some(action)) = (&self.jwt, req.action) {
+            match jwt.check(req, action) {
+                JwtOutcome::NoToken => {}
+                JwtOutcome::Allow { identity, cached } => {
+                    return Step::Done(Decision::Allow {
+                        user: identity,
+                        source: Source::Jwt,
+                        rule: None,
+                        cached,
+                    })
+                }
+                JwtOutcome::Deny(JwtError::UnknownKey) if may_refetch => return Step::RefetchKeys,
+                JwtOutcome::Deny(e) => return Step::Done(Decision::Deny(DenyReason::Jwt(e))),
+            }
+        }
+        match &self.decoy {
+            // A deny that ran no argon2 would be quicker than a wrong password for a
+            // known argon2 user; burn the same time so timing does not reveal user names.
+            Some(decoy) if !argon2_ran && req.has_credentials() => Step::Verify(
+                Argon2Work {
+                    checks: vec![(decoy.clone(), req.password.to_string())],
+                },
+                Resume {
+                    index: u32::MAX,
+                    cache_key: [0; 32],
+                    decoy: true,
+                },
+            ),
+            _ => Step::Done(self.deny(req)),
+        }
+    }
+
     /// Keyed hash of what a cached verification vouches for. The key is random per process, so
     /// the cache never holds anything from which a password could be guessed offline.
     fn cache_key(&self, index: u32, req: &Request) -> [u8; 32] {
@@ -245,8 +301,10 @@ impl Policy {
         Decision::Allow {
             user: req.user.to_string(),
             source: Source::Users,
-            index,
-            line: self.users.get(index).line,
+            rule: Some(UserRule {
+                index,
+                line: self.users.get(index).line,
+            }),
             cached,
         }
     }
@@ -298,7 +356,13 @@ mod tests {
              [[users]]\nuser = \"bob\"\npass = \"plain\"\npermissions = [{{ action = \"read\" }}]\n"
         ));
         let req = Request::new(Action::Read, "cam", "10.0.0.1", "bob", "plain");
-        assert!(matches!(p.decide(&req), Decision::Allow { index: 1, .. }));
+        assert!(matches!(
+            p.decide(&req),
+            Decision::Allow {
+                rule: Some(UserRule { index: 1, .. }),
+                ..
+            }
+        ));
     }
 
     #[test]

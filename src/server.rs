@@ -85,6 +85,9 @@ pub fn start(
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(AppState::new(policy));
+    if let Some(jwt) = state.policy.jwt() {
+        actix_web::rt::spawn(Arc::clone(&jwt.keys).run_refresh_loop());
+    }
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -129,7 +132,7 @@ fn log_decision(req: &Request, decision: &Decision, started: Instant) {
     match decision {
         Decision::Allow {
             source,
-            line,
+            rule,
             cached,
             ..
         } => tracing::info!(
@@ -141,7 +144,7 @@ fn log_decision(req: &Request, decision: &Decision, started: Instant) {
             user = %req.user,
             outcome = "allow",
             source = source.as_str(),
-            rule_line = line,
+            rule_line = rule.map(|r| r.line),
             cached,
             latency_us,
         ),
@@ -164,8 +167,20 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready once the config is loaded, which is before the server accepts anything. Remote sources
-/// (JWKS, media servers) will add what they wait for to `waiting_for`.
-async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "ready": true, "waiting_for": [] }))
+/// Ready once the config is loaded (before the server accepts anything) and every remote
+/// source has loaded once: until then, 503 with what is missing.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut waiting_for = Vec::new();
+    if let Some(jwt) = state.policy.jwt() {
+        if !jwt.keys.is_ready() {
+            waiting_for.push("jwt");
+        }
+    }
+    let ready = waiting_for.is_empty();
+    let body = serde_json::json!({ "ready": ready, "waiting_for": waiting_for });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }

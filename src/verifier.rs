@@ -55,7 +55,8 @@ impl Verifier {
         .map_err(|_| Busy)
     }
 
-    /// Drives a decision to its end, running argon2 steps here.
+    /// Drives a decision to its end, running argon2 steps here and key refetches when a JWT
+    /// names an unknown key.
     pub async fn decide(&self, policy: &Policy, req: &Request<'_>) -> Decision {
         let mut step = policy.begin(req);
         loop {
@@ -65,6 +66,13 @@ impl Verifier {
                     Ok(passed) => step = policy.resume(req, resume, passed),
                     Err(Busy) => return Decision::Deny(DenyReason::Busy),
                 },
+                Step::RefetchKeys => {
+                    let changed = match policy.jwt() {
+                        Some(jwt) => jwt.keys.refetch_for_unknown_kid().await,
+                        None => false,
+                    };
+                    step = policy.resume_after_refetch(req, changed);
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Identity sources: where a request's credentials are recognised.
 //!
-//! Only the TOML users source exists so far; JWT and media-server accounts come next and will
-//! each get a file here.
+//! They are asked in a fixed order: TOML users first (a TOML user always wins), then JWTs.
 
+pub mod jwks;
+pub mod jwt;
 pub mod users;

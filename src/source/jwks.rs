@@ -1,0 +1,384 @@
+//! The JWT key set: fetched from a JWKS URL (or found through an OIDC discovery document), kept
+//! in memory, refreshed in the background, and refetched on demand when a token names an
+//! unknown key id.
+//!
+//! MediaMTX's failure modes are what this module is for: it never refetches on an unknown `kid`
+//! (so key rotation breaks logins for up to an hour) and forgets its keys when a fetch fails.
+//! Here an unknown `kid` triggers at most one refetch per `refetch_interval`, however many such
+//! tokens arrive (so a client cannot cause a fetch storm), and the last good keys keep working
+//! through an outage for `max_stale`, with a warning per failed fetch. Nothing here ever allows a
+//! token: an error only means fewer keys.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+/// Largest JWKS or discovery document accepted.
+pub const MAX_DOCUMENT: usize = 1024 * 1024;
+
+/// Where the keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Jwks(String),
+    /// An OIDC discovery document; its `jwks_uri` holds the keys and its `issuer` is used when
+    /// no issuer is configured.
+    Discovery(String),
+}
+
+/// Timing of fetches.
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    /// Timeout of one HTTP fetch.
+    pub timeout: Duration,
+    /// Regular refresh.
+    pub refresh_interval: Duration,
+    /// Minimum time between fetches caused by unknown key ids.
+    pub refetch_interval: Duration,
+    /// How long the last good keys are used when fetches fail.
+    pub max_stale: Duration,
+}
+
+/// One usable verification key.
+pub struct Key {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    /// Algorithms this key may verify: from the JWK's `alg`, else everything its type allows.
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// A fetched key set.
+pub struct KeySet {
+    pub keys: Vec<Key>,
+    /// The discovery document's issuer, if keys came through one.
+    pub discovered_issuer: Option<String>,
+    pub fetched_at: Instant,
+}
+
+/// Why a fetch failed; logged, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("document larger than {MAX_DOCUMENT} bytes")]
+    TooLarge,
+    #[error("not a valid document: {0}")]
+    Invalid(String),
+    #[error(
+        "discovery document issuer {found:?} differs from the configured issuer {configured:?}"
+    )]
+    IssuerMismatch { found: String, configured: String },
+    #[error("no usable signing key (RSA, EC P-256/P-384 or Ed25519) in the key set")]
+    NoKeys,
+}
+
+/// The keys and the machinery that keeps them fresh.
+pub struct KeyStore {
+    source: KeySource,
+    configured_issuer: Option<String>,
+    policy: FetchPolicy,
+    http: reqwest::Client,
+    current: ArcSwapOption<KeySet>,
+    /// Serialises fetches, so concurrent unknown-kid tokens share one.
+    fetching: tokio::sync::Mutex<()>,
+    last_on_demand: Mutex<Option<Instant>>,
+    /// Fetches that failed since start; for `/readyz` and metrics.
+    pub failures: AtomicU64,
+    pub fetches: AtomicU64,
+}
+
+impl KeyStore {
+    pub fn new(source: KeySource, configured_issuer: Option<String>, policy: FetchPolicy) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .user_agent(concat!("mtx-auth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("static client settings are valid");
+        KeyStore {
+            source,
+            configured_issuer,
+            policy,
+            http,
+            current: ArcSwapOption::empty(),
+            fetching: tokio::sync::Mutex::new(()),
+            last_on_demand: Mutex::new(None),
+            failures: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// The keys to verify with, unless none were ever loaded or the last good ones are older
+    /// than `max_stale`.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.current
+            .load_full()
+            .filter(|k| k.fetched_at.elapsed() <= self.policy.max_stale)
+    }
+
+    /// True once a key set has loaded.
+    pub fn is_ready(&self) -> bool {
+        self.keys().is_some()
+    }
+
+    /// Installs a key set directly (tests and benches that run without a server).
+    pub fn install(&self, keys: KeySet) {
+        self.current.store(Some(Arc::new(keys)));
+    }
+
+    /// Fetches now and installs the result. On failure the old keys stay.
+    pub async fn refresh(&self) -> Result<(), FetchError> {
+        let _one_at_a_time = self.fetching.lock().await;
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.fetch().await {
+            Ok(set) => {
+                tracing::info!(keys = set.keys.len(), "jwt: key set loaded");
+                self.install(set);
+                Ok(())
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let age = self
+                    .current
+                    .load()
+                    .as_ref()
+                    .map(|k| k.fetched_at.elapsed().as_secs());
+                tracing::warn!(error = %e, last_good_age_secs = ?age, "jwt: key set fetch failed; keeping the last good keys");
+                Err(e)
+            }
+        }
+    }
+
+    /// Called when a token names a key id we do not have. Fetches unless one such fetch
+    /// happened within `refetch_interval`; returns true when the keys may have changed, so the
+    /// token is worth checking again. Concurrent callers wait for the same fetch.
+    pub async fn refetch_for_unknown_kid(&self) -> bool {
+        let before = self.current.load().as_ref().map(|k| k.fetched_at);
+        if !self.may_fetch_on_demand() {
+            // Someone else's fetch may be running right now: wait for it, then look.
+            drop(self.fetching.lock().await);
+            return self.current.load().as_ref().map(|k| k.fetched_at) != before;
+        }
+        self.refresh().await.is_ok()
+    }
+
+    /// Claims the on-demand fetch slot, unless it was used within `refetch_interval`.
+    fn may_fetch_on_demand(&self) -> bool {
+        let mut last = self
+            .last_on_demand
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.policy.refetch_interval) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Keeps the keys fresh until the process ends: retries every few seconds until the first
+    /// set loads (and while fetches fail), then every `refresh_interval`.
+    pub async fn run_refresh_loop(self: Arc<Self>) {
+        let retry = Duration::from_secs(5).min(self.policy.refresh_interval);
+        loop {
+            let wait = match self.refresh().await {
+                Ok(()) => self.policy.refresh_interval,
+                Err(_) => retry,
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
+        let (jwks_url, discovered_issuer) = match &self.source {
+            KeySource::Jwks(url) => (url.clone(), None),
+            KeySource::Discovery(url) => {
+                let doc = self.get_json(url).await?;
+                let jwks_uri = doc["jwks_uri"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        FetchError::Invalid("discovery document has no jwks_uri".into())
+                    })?
+                    .to_owned();
+                let issuer = doc["issuer"]
+                    .as_str()
+                    .ok_or_else(|| FetchError::Invalid("discovery document has no issuer".into()))?
+                    .to_owned();
+                if let Some(configured) = &self.configured_issuer {
+                    if *configured != issuer {
+                        return Err(FetchError::IssuerMismatch {
+                            found: issuer,
+                            configured: configured.clone(),
+                        });
+                    }
+                }
+                (jwks_uri, Some(issuer))
+            }
+        };
+        let doc = self.get_json(&jwks_url).await?;
+        let keys = parse_jwks(&doc)?;
+        Ok(KeySet {
+            keys,
+            discovered_issuer,
+            fetched_at: Instant::now(),
+        })
+    }
+
+    /// GETs a JSON document of at most `MAX_DOCUMENT` bytes.
+    async fn get_json(&self, url: &str) -> Result<Value, FetchError> {
+        let mut resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Http(without_url(e)))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT as u64)
+        {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Http(without_url(e)))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| FetchError::Invalid(e.to_string()))
+    }
+}
+
+/// reqwest's error text without the URL (which an operator already knows, and which may carry
+/// credentials in its query).
+fn without_url(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body could not be read"
+    } else {
+        "failed"
+    };
+    kind.to_owned()
+}
+
+/// The usable signing keys of a JWKS document. Keys we cannot use (symmetric, encryption,
+/// unknown curves) are skipped; a set with none left is an error.
+pub fn parse_jwks(doc: &Value) -> Result<Vec<Key>, FetchError> {
+    let list = doc["keys"]
+        .as_array()
+        .ok_or_else(|| FetchError::Invalid("no \"keys\" array".into()))?;
+    let keys: Vec<Key> = list.iter().filter_map(key_from_jwk).collect();
+    if keys.is_empty() {
+        return Err(FetchError::NoKeys);
+    }
+    Ok(keys)
+}
+
+fn key_from_jwk(value: &Value) -> Option<Key> {
+    let jwk: Jwk = serde_json::from_value(value.clone()).ok()?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    // What the key's type allows. Symmetric keys (`oct`) never: accepting them is how
+    // algorithm-confusion attacks start.
+    let by_type: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => &[
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => &[Algorithm::ES256],
+            EllipticCurve::P384 => &[Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKey(_) => return None,
+    };
+    let algorithms = match jwk.common.key_algorithm {
+        None => by_type.to_vec(),
+        Some(declared) => {
+            let declared = key_algorithm(declared)?;
+            if !by_type.contains(&declared) {
+                return None;
+            }
+            vec![declared]
+        }
+    };
+    Some(Key {
+        kid: jwk.common.key_id.clone(),
+        key: DecodingKey::from_jwk(&jwk).ok()?,
+        algorithms,
+    })
+}
+
+fn key_algorithm(k: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match k {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn skips_symmetric_and_encryption_keys() {
+        let doc = json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB", "kid": "enc"},
+            {"kty": "RSA", "alg": "HS256", "n": "AQAB", "e": "AQAB", "kid": "lies"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "ed"},
+        ]});
+        let keys = parse_jwks(&doc).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("ed"));
+        assert_eq!(keys[0].algorithms, vec![Algorithm::EdDSA]);
+    }
+
+    #[test]
+    fn empty_or_shapeless_sets_are_errors() {
+        assert!(matches!(
+            parse_jwks(&json!({"keys": []})),
+            Err(FetchError::NoKeys)
+        ));
+        assert!(matches!(
+            parse_jwks(&json!({"keys": 5})),
+            Err(FetchError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_jwks(&json!([1])),
+            Err(FetchError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,555 @@
+//! The JWT source through HTTP, against a real JWKS server on loopback with real RSA, EC and
+//! Ed25519 signatures.
+
+mod common;
+#[path = "support/idp.rs"]
+mod idp;
+
+use std::time::Duration;
+
+use common::{spawn, TestApp};
+use idp::{FakeIdp, JwksMode, KeyKind, TestKey};
+use serde_json::{json, Value};
+
+/// Waits until `/readyz` says 200 (the first key set loaded), or fails after 15 s.
+async fn ready(app: &TestApp) {
+    for _ in 0..1500 {
+        if app.get("/readyz").await.0 == 200 {
+            return;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("mtx-auth never became ready");
+}
+
+/// A server whose `[jwt]` reads `idp`'s JWKS, plus `extra` TOML lines inside `[jwt]`.
+async fn app_for(idp: &FakeIdp, extra: &str) -> TestApp {
+    let app = spawn(&format!(
+        "[jwt]\njwks_url = \"{}\"\n{extra}\n",
+        idp.jwks_url()
+    ));
+    ready(&app).await;
+    app
+}
+
+fn perms(list: Value) -> Value {
+    json!({ "mediamtx_permissions": list })
+}
+
+/// A read request for `path` carrying `token` as MediaMTX sends it (password = token = jwt).
+fn with_token(token: &str, path: &str) -> Value {
+    json!({"ip":"10.0.0.1","user":"","password":token,"token":token,"action":"read","path":path,"protocol":"rtsp","id":null,"query":""})
+}
+
+async fn error_of(app: &TestApp, body: &Value) -> String {
+    let (s, b) = app.auth(body).await;
+    assert_eq!(s, 401, "expected a deny, got {s} {b}");
+    b["error"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn rsa_ec_and_ed25519_tokens_with_claim_as_array_or_string() {
+    let keys: Vec<TestKey> = KeyKind::ALL
+        .iter()
+        .map(|k| TestKey::generate(*k, &format!("{k:?}")))
+        .collect();
+    let idp = FakeIdp::start(keys.iter().map(TestKey::jwk).collect());
+    let app = app_for(&idp, "").await;
+    let iss = idp.issuer();
+    for key in &keys {
+        let claim = json!([{"action": "read", "path": "cam"}]);
+        for form in [claim.clone(), Value::String(claim.to_string())] {
+            let token = key.sign(&idp::keycloak_claims(&iss, "alice", perms(form)));
+            let (s, b) = app.auth(&with_token(&token, "cam")).await;
+            assert_eq!(
+                (s, b["user"].as_str()),
+                (200, Some("alice")),
+                "{:?}",
+                key.alg_name()
+            );
+            let e = error_of(&app, &with_token(&token, "other")).await;
+            assert_eq!(e, "jwt: token does not permit this action and path");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn token_in_query_for_every_protocol_exactly_once() {
+    let key = TestKey::generate(KeyKind::Ec, "k1");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(&idp, "").await;
+    let token = key.sign(&idp::keycloak_claims(
+        &idp.issuer(),
+        "bob",
+        perms(json!([{"action":"read"}])),
+    ));
+    for (protocol, query) in [
+        ("hls", format!("jwt={token}")),
+        ("webrtc", format!("a=1&token={token}")),
+        ("rtsp", format!("token={token}")),
+    ] {
+        let body =
+            json!({"ip":"10.0.0.1","action":"read","path":"cam","protocol":protocol,"query":query});
+        let (s, b) = app.auth(&body).await;
+        assert_eq!((s, b["user"].as_str()), (200, Some("bob")), "{protocol}");
+    }
+    // Twice is ambiguous, as in MediaMTX: not used.
+    let body = json!({"ip":"10.0.0.1","action":"read","path":"cam","query":format!("jwt={token}&token={token}")});
+    assert_eq!(error_of(&app, &body).await, "credentials required");
+}
+
+#[actix_web::test]
+async fn non_jwt_passwords_still_reach_toml_users() {
+    let key = TestKey::generate(KeyKind::Ed, "k1");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = spawn(&format!(
+        "[[users]]\nuser = \"alice\"\npass = \"pw\"\npermissions = [{{ action = \"read\" }}]\n\
+         [jwt]\njwks_url = \"{}\"\n",
+        idp.jwks_url()
+    ));
+    ready(&app).await;
+    let (s, b) = app
+        .auth(&common::mtx_request(
+            "read", "cam", "1.2.3.4", "alice", "pw",
+        ))
+        .await;
+    assert_eq!((s, b["user"].as_str()), (200, Some("alice")));
+    assert_eq!(
+        error_of(
+            &app,
+            &common::mtx_request("read", "cam", "1.2.3.4", "alice", "nope")
+        )
+        .await,
+        "no user matches these credentials for this action, path and ip"
+    );
+}
+
+#[actix_web::test]
+async fn refused_tokens_each_with_a_clear_reason() {
+    let rsa = TestKey::generate(KeyKind::Rsa, "rsa");
+    let other = TestKey::generate(KeyKind::Rsa, "rsa"); // same kid, different key
+    let idp = FakeIdp::start(vec![rsa.jwk()]);
+    let app = app_for(&idp, "").await;
+    let iss = idp.issuer();
+    let now = idp::now();
+    let read = perms(json!([{"action": "read"}]));
+    // Merged after building, so that `null` in `extra` removes a claim.
+    let claims =
+        |extra: Value| idp::merged(idp::keycloak_claims(&iss, "alice", read.clone()), extra);
+
+    let good = rsa.sign(&claims(json!({})));
+    assert_eq!(app.auth(&with_token(&good, "cam")).await.0, 200);
+
+    // alg none, and HS256 "signed" with the RSA public key (algorithm confusion).
+    let none = idp::unsigned_token(
+        &json!({"alg": "none", "typ": "JWT", "kid": "rsa"}),
+        &claims(json!({})),
+    );
+    let hs = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa"});
+    let confused_pem = idp::hs256_token(rsa.rsa_public_pem().as_bytes(), &hs, &claims(json!({})));
+    let confused_der = idp::hs256_token(&rsa.rsa_public_der(), &hs, &claims(json!({})));
+    // A payload swapped after signing.
+    let parts: Vec<&str> = good.split('.').collect();
+    let evil = idp::b64url(
+        claims(json!({"sub": "admin", "mediamtx_permissions": [{"action": "publish"}]}))
+            .to_string()
+            .as_bytes(),
+    );
+    let tampered = format!("{}.{}.{}", parts[0], evil, parts[2]);
+    let big = rsa.sign(&claims(json!({"padding": "x".repeat(17 * 1024)})));
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            none,
+            "jwt: token algorithm not allowed (asymmetric algorithms only)",
+        ),
+        (
+            "HS256 with PEM",
+            confused_pem,
+            "jwt: token algorithm not allowed (asymmetric algorithms only)",
+        ),
+        (
+            "HS256 with DER",
+            confused_der,
+            "jwt: token algorithm not allowed (asymmetric algorithms only)",
+        ),
+        ("tampered payload", tampered, "jwt: token signature invalid"),
+        (
+            "other key, same kid",
+            other.sign(&claims(json!({}))),
+            "jwt: token signature invalid",
+        ),
+        (
+            "expired",
+            rsa.sign(&claims(json!({"exp": now - 120}))),
+            "jwt: token expired",
+        ),
+        (
+            "nbf in the future",
+            rsa.sign(&claims(json!({"nbf": now + 600}))),
+            "jwt: token not yet valid",
+        ),
+        (
+            "no exp",
+            rsa.sign(&claims(json!({"exp": null}))),
+            "jwt: token has no exp",
+        ),
+        (
+            "no sub",
+            rsa.sign(&claims(json!({"sub": null}))),
+            "jwt: token has no identity claim",
+        ),
+        (
+            "unknown claim field",
+            rsa.sign(&claims(
+                json!({"mediamtx_permissions": [{"action": "read", "paths": "x"}]}),
+            )),
+            "jwt: token permissions claim is malformed",
+        ),
+        (
+            "null path",
+            rsa.sign(&claims(
+                json!({"mediamtx_permissions": [{"action": "read", "path": null}]}),
+            )),
+            "jwt: token permissions claim is malformed",
+        ),
+        (
+            "unknown action",
+            rsa.sign(&claims(
+                json!({"mediamtx_permissions": [{"action": "write"}]}),
+            )),
+            "jwt: token permissions claim is malformed",
+        ),
+        (
+            "no permissions",
+            rsa.sign(&claims(json!({"mediamtx_permissions": null}))),
+            "jwt: token grants no permissions",
+        ),
+        ("over 16 KiB", big, "jwt: token larger than 16 KiB"),
+        (
+            "bad header JSON",
+            format!("{}.{}.{}", idp::b64url(b"{\"alg\":"), parts[1], parts[2]),
+            "credentials required",
+        ),
+    ];
+    for (name, token, want) in cases {
+        let body = json!({"ip":"10.0.0.1","action":"read","path":"cam","token":token});
+        assert_eq!(error_of(&app, &body).await, want, "{name}");
+    }
+    // Shapes that are not JWTs at all are passwords for the other sources: here, none match.
+    for token in ["a.b", "a.b.c.d", "!!.??.##", "eyJhbGciOiJSUzI1NiJ9.%%%.sig"] {
+        let e = error_of(&app, &with_token(token, "cam")).await;
+        assert_eq!(
+            e, "no user matches these credentials for this action, path and ip",
+            "{token}"
+        );
+    }
+    // Within the 30 s default leeway, an expired token is still fine.
+    let grace = rsa.sign(&claims(json!({"exp": now - 10})));
+    assert_eq!(app.auth(&with_token(&grace, "cam")).await.0, 200);
+    assert_eq!(app.get("/healthz").await.0, 200);
+}
+
+#[actix_web::test]
+async fn exp_can_be_optional_and_leeway_set() {
+    let key = TestKey::generate(KeyKind::Ec, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(&idp, "require_exp = false\nleeway_secs = 0").await;
+    let claims = |extra| {
+        idp::merged(
+            idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}]))),
+            extra,
+        )
+    };
+    assert_eq!(
+        app.auth(&with_token(&key.sign(&claims(json!({"exp": null}))), "c"))
+            .await
+            .0,
+        200
+    );
+    let just_expired = key.sign(&claims(json!({"exp": idp::now() - 5})));
+    assert_eq!(
+        error_of(&app, &with_token(&just_expired, "c")).await,
+        "jwt: token expired"
+    );
+}
+
+#[actix_web::test]
+async fn issuer_and_audience_must_match_when_configured() {
+    let key = TestKey::generate(KeyKind::Rsa, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let iss = idp.issuer();
+    let app = app_for(
+        &idp,
+        &format!("issuer = \"{iss}\"\naudience = \"mediamtx\""),
+    )
+    .await;
+    let claims = |extra| {
+        idp::merged(
+            idp::keycloak_claims(&iss, "a", perms(json!([{"action": "read"}]))),
+            extra,
+        )
+    };
+    let ok = key.sign(&claims(json!({"aud": ["account", "mediamtx"]})));
+    assert_eq!(app.auth(&with_token(&ok, "c")).await.0, 200);
+    let ok = key.sign(&claims(json!({"aud": "mediamtx"})));
+    assert_eq!(app.auth(&with_token(&ok, "c")).await.0, 200);
+    let bad_aud = key.sign(&claims(json!({"aud": "account"})));
+    assert_eq!(
+        error_of(&app, &with_token(&bad_aud, "c")).await,
+        "jwt: token audience does not match"
+    );
+    let no_aud = key.sign(&claims(json!({"aud": null})));
+    assert_eq!(
+        error_of(&app, &with_token(&no_aud, "c")).await,
+        "jwt: token audience does not match"
+    );
+    let bad_iss = key.sign(&claims(
+        json!({"aud": "mediamtx", "iss": "https://evil.example/realms/mediamtx"}),
+    ));
+    assert_eq!(
+        error_of(&app, &with_token(&bad_iss, "c")).await,
+        "jwt: token issuer does not match"
+    );
+    let no_iss = key.sign(&claims(json!({"aud": "mediamtx", "iss": null})));
+    assert_eq!(
+        error_of(&app, &with_token(&no_iss, "c")).await,
+        "jwt: token issuer does not match"
+    );
+}
+
+#[actix_web::test]
+async fn keycloak_roles_and_authentik_groups_grant_permissions() {
+    let key = TestKey::generate(KeyKind::Rsa, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(
+        &idp,
+        r#"
+[[jwt.roles]]
+claim = "realm_access.roles"
+value = "streamer"
+permissions = [{ action = "publish", path = "~^live/" }]
+
+[[jwt.roles]]
+claim = "resource_access.mediamtx.roles"
+value = "viewer"
+permissions = [{ action = "read" }]
+
+[[jwt.roles]]
+claim = "groups"
+value = "mediamtx-admins"
+permissions = [{ action = "api" }, { action = "publish" }]
+"#,
+    )
+    .await;
+    let iss = idp.issuer();
+    let req = |token: &str, action: &str, path: &str| json!({"ip":"10.0.0.1","action":action,"path":path,"token":token,"password":token});
+    // Keycloak: the default fixture has client role "viewer"; add realm role "streamer".
+    let kc = key.sign(&idp::keycloak_claims(
+        &iss,
+        "kcuser",
+        json!({"realm_access": {"roles": ["offline_access", "streamer"]}}),
+    ));
+    assert_eq!(app.auth(&req(&kc, "read", "any/thing")).await.0, 200);
+    assert_eq!(app.auth(&req(&kc, "publish", "live/cam")).await.0, 200);
+    assert_eq!(app.auth(&req(&kc, "publish", "other")).await.0, 401);
+    assert_eq!(app.auth(&req(&kc, "api", "")).await.0, 401);
+    // Roles add to the claim.
+    let both = key.sign(&idp::keycloak_claims(
+        &iss,
+        "kc2",
+        json!({"mediamtx_permissions": [{"action": "playback", "path": "rec"}]}),
+    ));
+    assert_eq!(app.auth(&req(&both, "playback", "rec")).await.0, 200);
+    assert_eq!(app.auth(&req(&both, "read", "cam")).await.0, 200);
+    // Authentik: groups.
+    let ak = key.sign(&idp::authentik_claims(
+        &iss,
+        "akuser",
+        &["users", "mediamtx-admins"],
+        json!({}),
+    ));
+    assert_eq!(app.auth(&req(&ak, "api", "")).await.0, 200);
+    assert_eq!(app.auth(&req(&ak, "read", "cam")).await.0, 401);
+    // Neither a claim nor a mapped role: refused.
+    let bare = key.sign(&idp::authentik_claims(
+        &iss,
+        "nobody",
+        &["users"],
+        json!({}),
+    ));
+    assert_eq!(
+        error_of(&app, &req(&bare, "read", "c")).await,
+        "jwt: token grants no permissions"
+    );
+}
+
+#[actix_web::test]
+async fn key_rotation_refetches_once_per_interval() {
+    let old = TestKey::generate(KeyKind::Rsa, "old");
+    let new = TestKey::generate(KeyKind::Ec, "new");
+    let idp = FakeIdp::start(vec![old.jwk()]);
+    let app = app_for(&idp, "refetch_interval_secs = 3600").await;
+    let iss = idp.issuer();
+    let claims = idp::keycloak_claims(&iss, "a", perms(json!([{"action": "read"}])));
+    assert_eq!(app.auth(&with_token(&old.sign(&claims), "c")).await.0, 200);
+    let hits = idp.jwks_hits();
+
+    // The IdP rotates: a token with the new kid makes mtx-auth refetch, and it is accepted.
+    idp.set_keys(vec![old.jwk(), new.jwk()]);
+    assert_eq!(app.auth(&with_token(&new.sign(&claims), "c")).await.0, 200);
+    assert_eq!(idp.jwks_hits(), hits + 1);
+
+    // A storm of tokens with unknown kids: no further fetch within the interval.
+    for i in 0..50 {
+        let stranger = TestKey::generate(KeyKind::Ec, &format!("unknown{i}"));
+        let e = error_of(&app, &with_token(&stranger.sign(&claims), "c")).await;
+        assert_eq!(e, "jwt: token signed with an unknown key id");
+    }
+    assert_eq!(
+        idp.jwks_hits(),
+        hits + 1,
+        "unknown kids caused no fetch storm"
+    );
+}
+
+#[actix_web::test]
+async fn outage_keeps_last_good_keys_and_never_allows_on_error() {
+    let key = TestKey::generate(KeyKind::Ed, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(&idp, "refetch_interval_secs = 1").await;
+    let claims = idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}])));
+    let token = key.sign(&claims);
+    for mode in [
+        JwksMode::Down,
+        JwksMode::Status(503),
+        JwksMode::Html,
+        JwksMode::Garbage,
+        JwksMode::Huge,
+    ] {
+        idp.set_mode(mode.clone());
+        // An unknown kid forces a fetch, which fails...
+        let stranger = TestKey::generate(KeyKind::Ed, &format!("{mode:?}"));
+        let before = idp.jwks_hits();
+        actix_web::rt::time::sleep(Duration::from_millis(1100)).await; // past the refetch interval
+        let e = error_of(&app, &with_token(&stranger.sign(&claims), "c")).await;
+        assert_eq!(e, "jwt: token signed with an unknown key id", "{mode:?}");
+        assert!(idp.jwks_hits() > before, "{mode:?}: a fetch was attempted");
+        // ...and the last good keys keep working.
+        assert_eq!(app.auth(&with_token(&token, "c")).await.0, 200, "{mode:?}");
+    }
+    assert_eq!(app.get("/readyz").await.0, 200);
+}
+
+#[actix_web::test]
+async fn unreachable_slow_or_bad_jwks_at_start_denies_and_is_not_ready() {
+    let key = TestKey::generate(KeyKind::Rsa, "k");
+    let claims = idp::keycloak_claims("x", "a", perms(json!([{"action": "read"}])));
+    let token = key.sign(&claims);
+
+    let down = spawn(&format!(
+        "[jwt]\njwks_url = \"{}/jwks\"\n",
+        FakeIdp::unused_url()
+    ));
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    idp.set_mode(JwksMode::Slow(Duration::from_secs(5)));
+    let slow = spawn(&format!(
+        "[jwt]\njwks_url = \"{}\"\nfetch_timeout_secs = 1\n",
+        idp.jwks_url()
+    ));
+    for app in [&down, &slow] {
+        let (s, b) = app.get("/readyz").await;
+        assert_eq!((s, &b["waiting_for"]), (503, &json!(["jwt"])));
+        assert_eq!(
+            error_of(app, &with_token(&token, "c")).await,
+            "jwt: jwt key set unavailable"
+        );
+        assert_eq!(app.get("/healthz").await.0, 200);
+    }
+    // The IdP recovers: the retry loop loads the keys and tokens verify.
+    idp.set_mode(JwksMode::Normal);
+    ready(&slow).await;
+    assert_eq!(slow.auth(&with_token(&token, "c")).await.0, 200);
+}
+
+#[actix_web::test]
+async fn discovery_document_gives_keys_and_issuer() {
+    let key = TestKey::generate(KeyKind::Ec, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = spawn(&format!(
+        "[jwt]\ndiscovery_url = \"{}\"\n",
+        idp.discovery_url()
+    ));
+    ready(&app).await;
+    let claims = |iss: &str| idp::keycloak_claims(iss, "a", perms(json!([{"action": "read"}])));
+    assert_eq!(
+        app.auth(&with_token(&key.sign(&claims(&idp.issuer())), "c"))
+            .await
+            .0,
+        200
+    );
+    // The document's issuer is enforced when none is configured.
+    let e = error_of(&app, &with_token(&key.sign(&claims("https://other/")), "c")).await;
+    assert_eq!(e, "jwt: token issuer does not match");
+
+    // A configured issuer that the document contradicts: no keys are trusted.
+    let mismatch = spawn(&format!(
+        "[jwt]\ndiscovery_url = \"{}\"\nissuer = \"https://elsewhere/\"\n",
+        idp.discovery_url()
+    ));
+    assert_eq!(mismatch.get("/readyz").await.0, 503);
+    let e = error_of(
+        &mismatch,
+        &with_token(&key.sign(&claims("https://elsewhere/")), "c"),
+    )
+    .await;
+    assert_eq!(e, "jwt: jwt key set unavailable");
+}
+
+#[actix_web::test]
+async fn a_cached_token_is_remembered_but_its_signature_opens_nothing_else() {
+    use mtx_auth::policy::{Decision, Policy};
+    let key = TestKey::generate(KeyKind::Ec, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let config = mtx_auth::config::Config::parse(
+        &format!("[jwt]\njwks_url = \"{}\"\n", idp.jwks_url()),
+        "t.toml",
+    )
+    .unwrap();
+    let policy = Policy::new(config);
+    policy.jwt().unwrap().keys.refresh().await.unwrap();
+    let read = perms(json!([{"action": "read"}]));
+    let token = key.sign(&idp::keycloak_claims(&idp.issuer(), "alice", read));
+    let req = |t: &str| {
+        let mut r = mtx_auth::request::Request::new(
+            mtx_auth::permission::Action::Read,
+            "cam",
+            "10.0.0.1",
+            "",
+            "",
+        );
+        r.token = t.to_owned().into();
+        policy.decide(&r)
+    };
+    assert!(matches!(req(&token), Decision::Allow { cached: false, .. }));
+    assert!(matches!(req(&token), Decision::Allow { cached: true, .. }));
+    // The cached token's signature on another payload: not a cache hit, and not valid.
+    let (_, signature) = token.rsplit_once('.').unwrap();
+    let other = idp::keycloak_claims(
+        &idp.issuer(),
+        "mallory",
+        perms(json!([{"action": "publish"}])),
+    );
+    let forged = format!(
+        "{}.{}.{signature}",
+        token.split('.').next().unwrap(),
+        idp::b64url(other.to_string().as_bytes())
+    );
+    assert_eq!(
+        req(&forged),
+        Decision::Deny(mtx_auth::policy::DenyReason::Jwt(
+            mtx_auth::source::jwt::JwtError::Signature
+        ))
+    );
+}

@@ -1,0 +1,756 @@
+//! Identity-provider fixtures for the JWT tests: signing keys of every supported kind, tokens
+//! (well-formed, forged and unsigned), claim sets shaped like Keycloak's and Authentik's, and a
+//! fake IdP — a real HTTP server on a loopback port serving a JWKS and a discovery document, whose
+//! behaviour a test can change while it runs.
+//!
+//! Include it from a test file with
+//!
+//! ```ignore
+//! #[path = "support/idp.rs"]
+//! mod idp;
+//! ```
+//!
+//! so it is compiled into that test binary rather than becoming one of its own.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Map, Value};
+
+// ---------------------------------------------------------------------------------------------
+// Keys and tokens
+// ---------------------------------------------------------------------------------------------
+
+/// The kinds of signing key an IdP publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA 2048, RS256.
+    Rsa,
+    /// EC P-256, ES256.
+    Ec,
+    /// Ed25519, EdDSA.
+    Ed,
+}
+
+impl KeyKind {
+    pub const ALL: [KeyKind; 3] = [KeyKind::Rsa, KeyKind::Ec, KeyKind::Ed];
+
+    /// The JWS algorithm a key of this kind signs with.
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            KeyKind::Rsa => Algorithm::RS256,
+            KeyKind::Ec => Algorithm::ES256,
+            KeyKind::Ed => Algorithm::EdDSA,
+        }
+    }
+
+    /// The algorithm's JOSE name: "RS256", "ES256" or "EdDSA".
+    pub fn alg_name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "RS256",
+            KeyKind::Ec => "ES256",
+            KeyKind::Ed => "EdDSA",
+        }
+    }
+}
+
+/// A freshly generated signing key pair with a key id.
+#[derive(Clone)]
+pub struct TestKey {
+    pub kind: KeyKind,
+    pub kid: String,
+    encoding: EncodingKey,
+    jwk: Value,
+    /// RSA only: the public key as SubjectPublicKeyInfo DER and as PKCS#1 DER.
+    rsa_spki_der: Option<Vec<u8>>,
+    rsa_pkcs1_der: Option<Vec<u8>>,
+}
+
+impl TestKey {
+    /// Generates a new key: RSA 2048 (RS256), EC P-256 (ES256) or Ed25519 (EdDSA). RSA generation
+    /// takes a noticeable fraction of a second; reuse an RSA key within a test where you can.
+    pub fn generate(kind: KeyKind, kid: &str) -> TestKey {
+        let (encoding, params, rsa_spki_der, rsa_pkcs1_der) = match kind {
+            KeyKind::Rsa => {
+                let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+                    .expect("generate an RSA key");
+                let der = private.to_pkcs1_der().expect("encode the RSA key");
+                let public = private.to_public_key();
+                let params = json!({
+                    "kty": "RSA",
+                    "n": b64url(&public.n().to_bytes_be()),
+                    "e": b64url(&public.e().to_bytes_be()),
+                });
+                let spki = public
+                    .to_public_key_der()
+                    .expect("encode the RSA public key");
+                let pkcs1 = public.to_pkcs1_der().expect("encode the RSA public key");
+                (
+                    EncodingKey::from_rsa_der(der.as_bytes()),
+                    params,
+                    Some(spki.as_bytes().to_vec()),
+                    Some(pkcs1.as_bytes().to_vec()),
+                )
+            }
+            KeyKind::Ec => {
+                use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+                let rng = ring::rand::SystemRandom::new();
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .expect("generate an EC key");
+                let pair = EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8.as_ref(),
+                    &rng,
+                )
+                .expect("parse the EC key");
+                // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
+                let point = pair.public_key().as_ref();
+                assert_eq!(point.len(), 65);
+                let params = json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": b64url(&point[1..33]),
+                    "y": b64url(&point[33..]),
+                });
+                (EncodingKey::from_ec_der(pkcs8.as_ref()), params, None, None)
+            }
+            KeyKind::Ed => {
+                use ring::signature::{Ed25519KeyPair, KeyPair};
+                let rng = ring::rand::SystemRandom::new();
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("generate an Ed25519 key");
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse the key");
+                let params = json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": b64url(pair.public_key().as_ref()),
+                });
+                (EncodingKey::from_ed_der(pkcs8.as_ref()), params, None, None)
+            }
+        };
+        let mut jwk = params;
+        let obj = jwk.as_object_mut().unwrap();
+        obj.insert("kid".into(), kid.into());
+        obj.insert("alg".into(), kind.alg_name().into());
+        obj.insert("use".into(), "sig".into());
+        TestKey {
+            kind,
+            kid: kid.to_string(),
+            encoding,
+            jwk,
+            rsa_spki_der,
+            rsa_pkcs1_der,
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.kind.algorithm()
+    }
+
+    pub fn alg_name(&self) -> &'static str {
+        self.kind.alg_name()
+    }
+
+    /// The public JWK: kty, kid, alg, use "sig", and n/e (RSA), crv/x/y (EC) or crv/x (OKP).
+    pub fn jwk(&self) -> Value {
+        self.jwk.clone()
+    }
+
+    /// The public JWK with some members replaced (a `null` value removes the member), e.g.
+    /// `key.jwk_with(json!({"alg": null, "use": "enc"}))`.
+    pub fn jwk_with(&self, changes: Value) -> Value {
+        merged(self.jwk(), changes)
+    }
+
+    /// A compact JWT over `claims`, with header {alg, typ: "JWT", kid}.
+    pub fn sign(&self, claims: &Value) -> String {
+        self.sign_with_header(
+            &json!({"alg": self.alg_name(), "typ": "JWT", "kid": self.kid}),
+            claims,
+        )
+    }
+
+    /// A compact JWT with exactly `header` (whatever it says: alg, kid, crit, jku, …), signed
+    /// with this key's own algorithm.
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let signing_input = signing_input(header, claims);
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.encoding, self.algorithm())
+                .expect("sign the token");
+        format!("{signing_input}.{signature}")
+    }
+
+    /// RSA keys only: the public key as PEM SubjectPublicKeyInfo ("-----BEGIN PUBLIC KEY-----",
+    /// LF line endings, trailing newline) — the bytes an algorithm-confusion attacker would use
+    /// as an HS256 secret.
+    pub fn rsa_public_pem(&self) -> String {
+        let der = self.rsa_public_der();
+        let public = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&der)
+            .expect("parse our own public key");
+        public
+            .to_public_key_pem(LineEnding::LF)
+            .expect("encode the public key as PEM")
+    }
+
+    /// RSA keys only: the public key as SubjectPublicKeyInfo DER.
+    pub fn rsa_public_der(&self) -> Vec<u8> {
+        self.rsa_spki_der
+            .clone()
+            .unwrap_or_else(|| panic!("{:?} key {} is not an RSA key", self.kind, self.kid))
+    }
+
+    /// RSA keys only: the public key as PKCS#1 RSAPublicKey DER.
+    pub fn rsa_public_pkcs1_der(&self) -> Vec<u8> {
+        self.rsa_pkcs1_der
+            .clone()
+            .unwrap_or_else(|| panic!("{:?} key {} is not an RSA key", self.kind, self.kid))
+    }
+}
+
+/// A compact JWT signed with HMAC-SHA256 under `secret`, with exactly `header` (so a test can
+/// forge `{"alg":"HS256","kid":<an RSA key's kid>}` with that key's public PEM as the secret).
+pub fn hs256_token(secret: &[u8], header: &Value, claims: &Value) -> String {
+    let signing_input = signing_input(header, claims);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(tag.as_ref()))
+}
+
+/// `header.payload.` with an empty signature, as alg "none" tokens are written.
+pub fn unsigned_token(header: &Value, claims: &Value) -> String {
+    format!("{}.", signing_input(header, claims))
+}
+
+/// base64url without padding, as JOSE writes it.
+pub fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The JSON of a token's `index`th segment (0 = header, 1 = payload). Panics if it is not JSON.
+pub fn token_segment(token: &str, index: usize) -> Value {
+    let segment = token.split('.').nth(index).expect("token has that segment");
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .expect("segment is base64url");
+    serde_json::from_slice(&bytes).expect("segment is JSON")
+}
+
+/// A token's header, unverified.
+pub fn token_header(token: &str) -> Value {
+    token_segment(token, 0)
+}
+
+/// A token's claims, unverified.
+pub fn token_claims(token: &str) -> Value {
+    token_segment(token, 1)
+}
+
+fn signing_input(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}",
+        b64url(&serde_json::to_vec(header).unwrap()),
+        b64url(&serde_json::to_vec(claims).unwrap())
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claim sets
+// ---------------------------------------------------------------------------------------------
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A random RFC 4122 version-4-shaped id, as Keycloak uses for jti, sid and session_state.
+pub fn random_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// `base` with `extra` merged on top: objects merge recursively, anything else in `extra`
+/// (arrays included) replaces what was there, and a `null` in `extra` removes the member.
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    merge_into(&mut base, extra);
+    base
+}
+
+fn merge_into(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (k, v) in extra {
+                if v.is_null() {
+                    base.remove(&k);
+                } else if let Some(existing) = base.get_mut(&k) {
+                    merge_into(existing, v);
+                } else {
+                    base.insert(k, v);
+                }
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+/// The realm used for the Keycloak-shaped fixtures, as in MediaMTX's Keycloak tutorial.
+pub const KEYCLOAK_REALM: &str = "mediamtx";
+/// Keycloak's client id (`azp`) in MediaMTX's Keycloak tutorial.
+pub const KEYCLOAK_CLIENT_ID: &str = "mediamtx";
+
+/// Claims shaped like a Keycloak access token, after the example in MediaMTX's authentication
+/// docs (password grant, realm "mediamtx", client "mediamtx"): exp = now + 300, iat = now, jti,
+/// iss, aud "account", sub, typ "Bearer", azp "mediamtx", session_state, acr, allowed-origins,
+/// realm_access.roles, resource_access.{account,mediamtx}.roles, scope, sid, email_verified,
+/// preferred_username (= `sub`). No `mediamtx_permissions`: pass it in `extra`, which is merged on
+/// top as by [`merged`] (so `json!({"exp": null})` drops exp, and
+/// `json!({"resource_access": {"mediamtx": {"roles": ["publisher"]}}})` replaces only those roles).
+pub fn keycloak_claims(issuer: &str, sub: &str, extra: Value) -> Value {
+    let now = now();
+    let session = random_uuid();
+    let base = json!({
+        "exp": now + 300,
+        "iat": now,
+        "jti": random_uuid(),
+        "iss": issuer,
+        "aud": "account",
+        "sub": sub,
+        "typ": "Bearer",
+        "azp": KEYCLOAK_CLIENT_ID,
+        "session_state": session,
+        "acr": "1",
+        "allowed-origins": ["/*"],
+        "realm_access": {
+            "roles": ["offline_access", "uma_authorization", "default-roles-mediamtx"]
+        },
+        "resource_access": {
+            "account": {"roles": ["manage-account", "manage-account-links", "view-profile"]},
+            "mediamtx": {"roles": ["viewer"]}
+        },
+        "scope": "mediamtx profile email",
+        "sid": session,
+        "email_verified": false,
+        "preferred_username": sub,
+    });
+    merged(base, extra)
+}
+
+/// The issuer URL Keycloak uses for a realm: `<base>/realms/<realm>`.
+pub fn keycloak_issuer(base: &str, realm: &str) -> String {
+    format!("{}/realms/{realm}", base.trim_end_matches('/'))
+}
+
+/// The OAuth client id used for the Authentik-shaped fixtures (Authentik's own are random
+/// 40-character strings; any value works).
+pub const AUTHENTIK_CLIENT_ID: &str = "mediamtx";
+
+/// Claims shaped like an Authentik OAuth2 provider's access token: iss, sub, aud = client id,
+/// azp, exp = now + 300, iat, auth_time, acr, uid, email, email_verified, name, given_name,
+/// preferred_username and nickname (= `sub`), groups, scope. `extra` is merged on top as by
+/// [`merged`].
+pub fn authentik_claims(issuer: &str, sub: &str, groups: &[&str], extra: Value) -> Value {
+    let now = now();
+    let base = json!({
+        "iss": issuer,
+        "sub": sub,
+        "aud": AUTHENTIK_CLIENT_ID,
+        "azp": AUTHENTIK_CLIENT_ID,
+        "exp": now + 300,
+        "iat": now,
+        "auth_time": now,
+        "acr": "goauthentik.io/providers/oauth2/default",
+        "uid": random_uuid().replace('-', ""),
+        "email": format!("{sub}@example.com"),
+        "email_verified": true,
+        "name": sub,
+        "given_name": sub,
+        "preferred_username": sub,
+        "nickname": sub,
+        "groups": groups,
+        "scope": "openid email profile",
+    });
+    merged(base, extra)
+}
+
+/// The issuer URL Authentik uses for an application: `<base>/application/o/<slug>/` — note the
+/// trailing slash, which Authentik's tokens carry.
+pub fn authentik_issuer(base: &str, slug: &str) -> String {
+    format!("{}/application/o/{slug}/", base.trim_end_matches('/'))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake IdP
+// ---------------------------------------------------------------------------------------------
+
+/// How the fake IdP answers the JWKS (or, with [`FakeIdp::set_discovery_mode`], the discovery)
+/// endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksMode {
+    /// 200, application/json, the document.
+    Normal,
+    /// 500 with a short text body.
+    Down,
+    /// This status, with a small JSON error body.
+    Status(u16),
+    /// 200, text/html, a login page (as a misconfigured proxy or SSO portal answers).
+    Html,
+    /// 200, application/json, `{"keys": 5}`.
+    Garbage,
+    /// 200, application/json, a valid JSON body of 2 MiB: the current key set plus a 2 MiB
+    /// `"padding"` string member.
+    Huge,
+    /// Waits this long, then answers as `Normal` (with the keys current at that time).
+    Slow(Duration),
+    /// Exactly this status, content type and body.
+    Raw {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+}
+
+/// Size of the `JwksMode::Huge` padding.
+pub const HUGE_PADDING: usize = 2 * 1024 * 1024;
+
+struct IdpState {
+    base: String,
+    issuer: Mutex<String>,
+    keys: Mutex<Vec<Value>>,
+    jwks_mode: Mutex<JwksMode>,
+    discovery_mode: Mutex<JwksMode>,
+    discovery_override: Mutex<Option<Value>>,
+    jwks_headers: Mutex<Vec<(String, String)>>,
+    jwks_hits: AtomicUsize,
+    discovery_hits: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding a lock must not hide its own failure behind ours.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fake identity provider: a real actix-web server on 127.0.0.1 (random port), serving
+///
+/// - `GET /jwks`: `{"keys": [...]}` (the current key set), as the current [`JwksMode`] says;
+///   every request is counted ([`FakeIdp::jwks_hits`]);
+/// - `GET <anything>/.well-known/openid-configuration` (so both `<base>/.well-known/…` and
+///   `<issuer>/.well-known/…`): a discovery document with `issuer` and `jwks_uri` = `<base>/jwks`,
+///   or the document set with [`FakeIdp::set_discovery`]; counted ([`FakeIdp::discovery_hits`]);
+/// - anything else: 404.
+///
+/// Start it from an actix runtime (`#[actix_web::test]`), like `common::spawn`. Dropping it
+/// stops the server.
+pub struct FakeIdp {
+    state: Arc<IdpState>,
+    addr: std::net::SocketAddr,
+    handle: Mutex<Option<ServerHandle>>,
+}
+
+impl FakeIdp {
+    /// Starts a fake IdP publishing `keys` (public JWKs, e.g. `vec![key.jwk()]`), with issuer
+    /// `<base>/realms/mediamtx`.
+    pub fn start(keys: Vec<Value>) -> FakeIdp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let state = Arc::new(IdpState {
+            issuer: Mutex::new(keycloak_issuer(&base, KEYCLOAK_REALM)),
+            base,
+            keys: Mutex::new(keys),
+            jwks_mode: Mutex::new(JwksMode::Normal),
+            discovery_mode: Mutex::new(JwksMode::Normal),
+            discovery_override: Mutex::new(None),
+            jwks_headers: Mutex::new(Vec::new()),
+            jwks_hits: AtomicUsize::new(0),
+            discovery_hits: AtomicUsize::new(0),
+        });
+        let handle = serve(listener, state.clone());
+        FakeIdp {
+            state,
+            addr,
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    /// Starts a fake IdP with `issuer` instead of the default.
+    pub fn start_with_issuer(keys: Vec<Value>, issuer: &str) -> FakeIdp {
+        let idp = FakeIdp::start(keys);
+        idp.set_issuer(issuer);
+        idp
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn base(&self) -> String {
+        self.state.base.clone()
+    }
+
+    /// `<base>/jwks`.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.state.base)
+    }
+
+    /// `<issuer>/.well-known/openid-configuration` when the issuer lies under this server (as it
+    /// does by default), else `<base>/.well-known/openid-configuration`. Both are served.
+    pub fn discovery_url(&self) -> String {
+        let issuer = self.issuer();
+        let root = if issuer.starts_with(&self.state.base) {
+            issuer.trim_end_matches('/').to_string()
+        } else {
+            self.state.base.clone()
+        };
+        format!("{root}/.well-known/openid-configuration")
+    }
+
+    /// `<base>/.well-known/openid-configuration`.
+    pub fn root_discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.state.base)
+    }
+
+    /// The issuer the discovery document names (default `<base>/realms/mediamtx`).
+    pub fn issuer(&self) -> String {
+        lock(&self.state.issuer).clone()
+    }
+
+    pub fn set_issuer(&self, issuer: &str) {
+        *lock(&self.state.issuer) = issuer.to_string();
+    }
+
+    /// Replaces the published key set (key rotation).
+    pub fn set_keys(&self, keys: Vec<Value>) {
+        *lock(&self.state.keys) = keys;
+    }
+
+    /// Adds a key to the published set.
+    pub fn add_key(&self, key: Value) {
+        lock(&self.state.keys).push(key);
+    }
+
+    pub fn keys(&self) -> Vec<Value> {
+        lock(&self.state.keys).clone()
+    }
+
+    /// How `/jwks` answers from now on.
+    pub fn set_mode(&self, mode: JwksMode) {
+        *lock(&self.state.jwks_mode) = mode;
+    }
+
+    /// How the discovery endpoint answers from now on (`Huge` pads the discovery document).
+    pub fn set_discovery_mode(&self, mode: JwksMode) {
+        *lock(&self.state.discovery_mode) = mode;
+    }
+
+    /// Serves exactly `doc` as the discovery document (`None`: back to the generated one), e.g.
+    /// to name another issuer or a jwks_uri elsewhere, or to leave jwks_uri out.
+    pub fn set_discovery(&self, doc: Option<Value>) {
+        *lock(&self.state.discovery_override) = doc;
+    }
+
+    /// The discovery document as currently generated (ignoring any [`FakeIdp::set_discovery`]).
+    pub fn discovery_document(&self) -> Value {
+        generated_discovery(&self.state)
+    }
+
+    /// Extra response headers on every `/jwks` answer (e.g. `Cache-Control: max-age=60`).
+    pub fn set_jwks_headers(&self, headers: &[(&str, &str)]) {
+        *lock(&self.state.jwks_headers) = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Requests to `/jwks` so far (every request, whatever the mode answered).
+    pub fn jwks_hits(&self) -> usize {
+        self.state.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests to the discovery document so far.
+    pub fn discovery_hits(&self) -> usize {
+        self.state.discovery_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_hits(&self) {
+        self.state.jwks_hits.store(0, Ordering::SeqCst);
+        self.state.discovery_hits.store(0, Ordering::SeqCst);
+    }
+
+    /// Waits (polling every 10 ms) until `/jwks` has been requested at least `at_least` times;
+    /// false if `timeout` passed first.
+    pub async fn wait_for_jwks_hits(&self, at_least: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.jwks_hits() >= at_least {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server and closes its port: connections are then refused, as for an IdP that
+    /// went away. [`FakeIdp::restart`] brings it back on the same port.
+    pub async fn stop(&self) {
+        let handle = lock(&self.handle).take();
+        if let Some(handle) = handle {
+            handle.stop(false).await;
+        }
+    }
+
+    /// Starts the server again on the same port, with the same state, after [`FakeIdp::stop`].
+    pub fn restart(&self) {
+        let mut handle = lock(&self.handle);
+        assert!(handle.is_none(), "restart() needs a stop() first");
+        let listener = TcpListener::bind(self.addr).expect("rebind the fake IdP's port");
+        *handle = Some(serve(listener, self.state.clone()));
+    }
+
+    /// An `http://127.0.0.1:PORT` URL where nothing listens (a port that was free a moment ago:
+    /// connections to it are refused).
+    pub fn unused_url() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}")
+    }
+}
+
+impl Drop for FakeIdp {
+    fn drop(&mut self) {
+        if let Some(handle) = lock(&self.handle).take() {
+            // The stop command is sent at once; nobody needs to wait for it to complete.
+            drop(handle.stop(false));
+        }
+    }
+}
+
+fn serve(listener: TcpListener, state: Arc<IdpState>) -> ServerHandle {
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(route))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .listen(listener)
+    .expect("listen")
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    handle
+}
+
+fn generated_discovery(state: &IdpState) -> Value {
+    let base = &state.base;
+    let issuer = lock(&state.issuer).clone();
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{base}/auth"),
+        "token_endpoint": format!("{base}/token"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
+        "jwks_uri": format!("{base}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "grant_types_supported": ["authorization_code", "client_credentials", "password"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    })
+}
+
+async fn route(req: HttpRequest, state: web::Data<IdpState>) -> HttpResponse {
+    let path = req.path();
+    if path == "/jwks" {
+        state.jwks_hits.fetch_add(1, Ordering::SeqCst);
+        let mode = lock(&state.jwks_mode).clone();
+        let headers = lock(&state.jwks_headers).clone();
+        let state = state.clone();
+        let doc = move || json!({ "keys": lock(&state.keys).clone() });
+        let mut resp = respond(mode, doc).await;
+        for (k, v) in headers {
+            resp.headers_mut().insert(
+                actix_web::http::header::HeaderName::try_from(k.as_str()).expect("header name"),
+                actix_web::http::header::HeaderValue::from_str(&v).expect("header value"),
+            );
+        }
+        resp
+    } else if path.ends_with("/.well-known/openid-configuration") {
+        state.discovery_hits.fetch_add(1, Ordering::SeqCst);
+        let mode = lock(&state.discovery_mode).clone();
+        let state = state.clone();
+        let doc = move || {
+            lock(&state.discovery_override)
+                .clone()
+                .unwrap_or_else(|| generated_discovery(&state))
+        };
+        respond(mode, doc).await
+    } else {
+        HttpResponse::NotFound().json(json!({"error": "not found", "path": path}))
+    }
+}
+
+async fn respond(mode: JwksMode, doc: impl FnOnce() -> Value) -> HttpResponse {
+    match mode {
+        JwksMode::Normal => HttpResponse::Ok().json(doc()),
+        JwksMode::Slow(delay) => {
+            actix_web::rt::time::sleep(delay).await;
+            HttpResponse::Ok().json(doc())
+        }
+        JwksMode::Down => HttpResponse::InternalServerError()
+            .content_type("text/plain")
+            .body("internal server error"),
+        JwksMode::Status(code) => {
+            let status = StatusCode::from_u16(code).expect("a valid HTTP status");
+            HttpResponse::build(status).json(json!({"error": format!("status {code}")}))
+        }
+        JwksMode::Html => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(
+                "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\
+             <body><h1>Sign in to continue</h1><form method=\"post\"></form></body></html>\n",
+            ),
+        JwksMode::Garbage => HttpResponse::Ok().json(json!({"keys": 5})),
+        JwksMode::Huge => {
+            let mut body = match doc() {
+                Value::Object(map) => map,
+                other => {
+                    let mut map = Map::new();
+                    map.insert("document".into(), other);
+                    map
+                }
+            };
+            body.insert("padding".into(), Value::String("x".repeat(HUGE_PADDING)));
+            HttpResponse::Ok().json(Value::Object(body))
+        }
+        JwksMode::Raw {
+            status,
+            content_type,
+            body,
+        } => HttpResponse::build(StatusCode::from_u16(status).expect("a valid HTTP status"))
+            .content_type(content_type)
+            .body(body),
+    }
+}
