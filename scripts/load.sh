@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# HTTP load test: `mtx-auth serve` against the bare actix responder (examples/bare.rs), which
+# reads and parses the same body but decides nothing and logs nothing: the throughput ceiling.
+#
+# Scenarios (each against both servers, back to back):
+#   plain/keep-alive     viewer/viewpass, one connection reused for many requests
+#   plain/close          the same with `Connection: close` on every request, as MediaMTX does
+#   argon2-cached/...    an argon2 user whose verification was primed once with curl
+#
+# mtx-auth runs with RUST_LOG=info (the default): its decision log line is part of the real
+# cost, and goes to a file. With taskset and 2+ CPUs, both servers run on CPU 1 and wrk on CPU 0;
+# both servers keep actix's default worker count (one per CPU they may run on: 1 when pinned).
+#
+# Environment (all optional):
+#   DURATION=10s  WARMUP=2s  THREADS=1  CONNECTIONS=16   wrk settings per run
+#   ROUNDS=1            runs per scenario and server (alternating order); the median is shown
+#   USERS=10            users in the config (fillers first, the two benched users last)
+#   MTX_PORT=19000 BARE_PORT=19001
+#   PIN=1               0: do not use taskset
+#   WARN_RUN=1          0: skip the extra, separately labelled RUST_LOG=warn runs
+#   NO_BUILD=1          skip `cargo build`
+#   KEEP=1              keep the temp dir (config, logs, wrk output)
+#   CARGO_TARGET_DIR    honoured as cargo does (default: ./target)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-2s}"
+THREADS="${THREADS:-1}"
+CONNECTIONS="${CONNECTIONS:-16}"
+USERS="${USERS:-10}"
+MTX_PORT="${MTX_PORT:-19000}"
+BARE_PORT="${BARE_PORT:-19001}"
+PIN="${PIN:-1}"
+WARN_RUN="${WARN_RUN:-1}"
+ROUNDS="${ROUNDS:-1}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+MTX_BIN="$TARGET_DIR/release/mtx-auth"
+BARE_BIN="$TARGET_DIR/release/examples/bare"
+
+# shellcheck disable=SC2016 # a literal PHC string, not an expansion
+ARGON2_TESTPASS='argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo'
+PLAIN_BODY='{"ip":"10.0.0.1","user":"viewer","password":"viewpass","token":"viewpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
+ARGON2_BODY='{"ip":"10.0.0.1","user":"argonuser","password":"testpass","token":"testpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
+
+if [[ "${NO_BUILD:-0}" != 1 ]]; then
+    cargo build --release --bin mtx-auth --example bare
+fi
+command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
+
+SERVER_PIN=()
+WRK_PIN=()
+if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
+    SERVER_PIN=(taskset -c 1)
+    WRK_PIN=(taskset -c 0)
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mtx-auth-load.XXXXXX")"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${KEEP:-0}" == 1 ]]; then
+        echo "kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- config: fillers, then the two users the load hits, last in config order -----------------
+CONFIG="$WORK/load.toml"
+fillers=$((USERS > 2 ? USERS - 2 : 0))
+awk -v n="$fillers" 'BEGIN {
+    for (i = 0; i < n; i++)
+        printf "[[users]]\nuser = \"user%d\"\npass = \"pass%d\"\npermissions = [{ action = \"read\", path = \"cam/%d\" }]\n\n", i, i, i
+}' >"$CONFIG"
+cat >>"$CONFIG" <<EOF
+[[users]]
+user = "viewer"
+pass = "viewpass"
+permissions = [{ action = "read" }]
+
+[[users]]
+user = "argonuser"
+pass = "$ARGON2_TESTPASS"
+permissions = [{ action = "read" }]
+EOF
+
+for f in plain argon2; do
+    body_var="${f^^}_BODY"
+    for mode in keepalive close; do
+        {
+            echo 'wrk.method = "POST"'
+            echo "wrk.body = [[${!body_var}]]"
+            echo 'wrk.headers["Content-Type"] = "application/json"'
+            [[ "$mode" == close ]] && echo 'wrk.headers["Connection"] = "close"'
+        } >"$WORK/$f-$mode.lua"
+    done
+done
+
+# --- servers ----------------------------------------------------------------------------------
+wait_healthy() { # port name
+    local i
+    for i in $(seq 1 200); do
+        if curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$2 did not become healthy on port $1; log:" >&2
+    cat "$WORK/$2.log" >&2 || true
+    exit 1
+}
+
+for port in "$MTX_PORT" "$BARE_PORT"; do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+        echo "something already answers on port $port; set MTX_PORT/BARE_PORT" >&2
+        exit 1
+    fi
+done
+
+MTX_PID=
+start_mtx() { # RUST_LOG value; log file name
+    RUST_LOG="$1" "${SERVER_PIN[@]}" "$MTX_BIN" serve --config "$CONFIG" \
+        --listen "127.0.0.1:$MTX_PORT" 2>"$WORK/$2.log" &
+    MTX_PID=$!
+    PIDS+=("$MTX_PID")
+    wait_healthy "$MTX_PORT" "$2"
+}
+stop_mtx() {
+    kill "$MTX_PID"
+    wait "$MTX_PID" 2>/dev/null || true
+}
+
+start_mtx info mtx-auth
+"${SERVER_PIN[@]}" "$BARE_BIN" "127.0.0.1:$BARE_PORT" 2>"$WORK/bare.log" &
+BARE_PID=$!
+PIDS+=("$BARE_PID")
+wait_healthy "$BARE_PORT" bare
+
+check_allowed() { # port body what
+    local status
+    status="$(curl -sS -o "$WORK/check.out" -w '%{http_code}' -H 'Content-Type: application/json' \
+        --data "$2" "http://127.0.0.1:$1/auth")"
+    if [[ "$status" != 200 ]]; then
+        echo "$3: expected 200, got $status: $(cat "$WORK/check.out")" >&2
+        exit 1
+    fi
+}
+check_allowed "$MTX_PORT" "$PLAIN_BODY" "mtx-auth plain"
+check_allowed "$MTX_PORT" "$ARGON2_BODY" "mtx-auth argon2 (priming the cache)"
+check_allowed "$BARE_PORT" "$PLAIN_BODY" "bare"
+
+# --- load -------------------------------------------------------------------------------------
+# run_wrk port pid lua duration out: runs wrk, fails on any non-2xx answer; appends the server's
+# CPU use during the run (all its threads, % of one core) to the output as "server-cpu: N".
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+run_wrk() {
+    local t0 c0 t1 c1
+    t0="$(date +%s%N)"
+    c0="$(cpu_ticks "$2")"
+    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$4" --latency -s "$3" \
+        "http://127.0.0.1:$1/auth" >"$5"
+    c1="$(cpu_ticks "$2")"
+    t1="$(date +%s%N)"
+    awk -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v hz="$CLK_TCK" \
+        'BEGIN { printf "server-cpu: %.0f\n", 100 * c / hz / (t / 1e9) }' >>"$5"
+    if grep -q 'Non-2xx' "$5"; then
+        echo "non-2xx answers in $5:" >&2
+        cat "$5" >&2
+        exit 1
+    fi
+    # Requests wrk completed, to compare with the decision lines logged.
+    if [[ "$1" == "$MTX_PORT" ]]; then
+        SENT=$((SENT + $(awk '/requests in/ { print $1 }' "$5")))
+    fi
+}
+SENT=0
+rps() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
+pct() { awk -v p="$2%" '$1 == p { print $2 }' "$1"; }
+cpu() { awk '/^server-cpu:/ { print $2 }' "$1"; }
+socket_errors() { awk '/Socket errors/ { sub(/^ *Socket errors: */, ""); print }' "$1"; }
+
+echo "mtx-auth $("$MTX_BIN" --version 2>/dev/null | awk '{print $2}'), $USERS users," \
+    "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency," \
+    "${SERVER_PIN[*]:-unpinned} servers / ${WRK_PIN[*]:-unpinned} wrk, $(nproc) CPUs"
+run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/plain-keepalive.lua" "$WARMUP" "$WORK/warmup.txt"
+run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/plain-keepalive.lua" "$WARMUP" "$WORK/warmup.txt"
+
+# median_file FILE...: the wrk output with the median req/s (the lower middle one for an even count).
+median_file() {
+    local f
+    for f in "$@"; do
+        echo "$(rps "$f") $f"
+    done | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }'
+}
+# us_per_req FILE: server CPU time per answered request, in microseconds.
+us_per_req() { awk -v c="$(cpu "$1")" -v r="$(rps "$1")" 'BEGIN { printf "%.1f", c * 1e4 / r }'; }
+
+ROWS=()
+NOTES=()
+scenario() { # label lua-name tag: ROUNDS rounds, alternating which server goes first
+    local i m b ms=() bs=() rm rb f
+    for ((i = 1; i <= ROUNDS; i++)); do
+        m="$WORK/$2.$3.r$i.mtx.txt"
+        b="$WORK/$2.$3.r$i.bare.txt"
+        if ((i % 2)); then
+            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m"
+            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b"
+        else
+            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b"
+            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m"
+        fi
+        ms+=("$m")
+        bs+=("$b")
+        for f in "$m" "$b"; do
+            [[ -z "$(socket_errors "$f")" ]] ||
+                NOTES+=("$1 ($(basename "$f")): socket errors: $(socket_errors "$f")")
+        done
+    done
+    m="$(median_file "${ms[@]}")"
+    b="$(median_file "${bs[@]}")"
+    rm="$(rps "$m")"
+    rb="$(rps "$b")"
+    ROWS+=("$(printf '%-24s %8s %8s %6s %8s %8s %8s %8s %5s %5s %6s %6s' "$1" "$rm" "$rb" \
+        "$(awk -v a="$rm" -v b="$rb" 'BEGIN { printf "%.1f", 100 * a / b }')" \
+        "$(pct "$m" 50)" "$(pct "$m" 99)" "$(pct "$b" 50)" "$(pct "$b" 99)" \
+        "$(cpu "$m")" "$(cpu "$b")" "$(us_per_req "$m")" "$(us_per_req "$b")")")
+    if ((ROUNDS > 1)); then
+        ROWS+=("$(printf '  rounds: mtx %s / bare %s' \
+            "$(for f in "${ms[@]}"; do rps "$f"; echo -n ' '; done)" \
+            "$(for f in "${bs[@]}"; do rps "$f"; echo -n ' '; done)")")
+    fi
+}
+
+scenario "plain/keep-alive" plain-keepalive info
+scenario "plain/close" plain-close info
+scenario "argon2-cached/keep-alive" argon2-keepalive info
+scenario "argon2-cached/close" argon2-close info
+# Requests answered at RUST_LOG=info: warm-up, the scenarios and the two curl checks.
+SENT_INFO=$((SENT + 2))
+decisions="$(grep -c 'outcome="allow"\|outcome=allow' "$WORK/mtx-auth.log" || true)"
+
+if [[ "$WARN_RUN" == 1 ]]; then
+    # Not the headline: the same server with its decision log lines filtered out.
+    stop_mtx
+    start_mtx warn mtx-auth-warn
+    check_allowed "$MTX_PORT" "$ARGON2_BODY" "mtx-auth argon2 (priming the cache, RUST_LOG=warn)"
+    run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/plain-keepalive.lua" "$WARMUP" "$WORK/warmup.txt"
+    scenario "plain/keep-alive [warn]" plain-keepalive warn
+    scenario "plain/close [warn]" plain-close warn
+fi
+
+echo
+printf '%-24s %8s %8s %6s %8s %8s %8s %8s %5s %5s %6s %6s\n' scenario "mtx r/s" "bare r/s" \
+    "ratio%" "mtx p50" "mtx p99" "bare p50" "bare p99" "mtx%" "bare%" "mtx us" "bare us"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "r/s: median of $ROUNDS round(s); latencies and CPU from that median run of each server."
+echo "mtx%/bare%: CPU used by each server during the run, in % of one core (all its threads);"
+echo "mtx us/bare us: that CPU time per answered request, in microseconds."
+echo "mtx-auth answered $SENT_INFO requests at RUST_LOG=info and logged $decisions allow lines" \
+    "($(wc -c <"$WORK/mtx-auth.log") bytes; fewer lines than requests means the log writer dropped some)."
+[[ "$WARN_RUN" != 1 ]] || echo "[warn] rows: mtx-auth with RUST_LOG=warn (no decision lines); not the headline."
+if ((${#NOTES[@]})); then
+    printf '%s\n' "${NOTES[@]}"
+fi
