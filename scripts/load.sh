@@ -6,6 +6,8 @@
 #   plain/keep-alive     viewer/viewpass, one connection reused for many requests
 #   plain/close          the same with `Connection: close` on every request, as MediaMTX does
 #   argon2-cached/...    an argon2 user whose verification was primed once with curl
+#   jwt-cached/...       an EdDSA JWT (examples/jwt_fixture.rs) verified against a JWKS served
+#                        on loopback by python3 -m http.server, primed once with curl
 #
 # mtx-auth runs with RUST_LOG=info (the default): its decision log line is part of the real
 # cost, and goes to a file. With taskset and 2+ CPUs, both servers run on CPU 1 and wrk on CPU 0;
@@ -15,7 +17,7 @@
 #   DURATION=10s  WARMUP=2s  THREADS=1  CONNECTIONS=16   wrk settings per run
 #   ROUNDS=1            runs per scenario and server (alternating order); the median is shown
 #   USERS=10            users in the config (fillers first, the two benched users last)
-#   MTX_PORT=19000 BARE_PORT=19001
+#   MTX_PORT=19000 BARE_PORT=19001 JWKS_PORT=19002
 #   PIN=1               0: do not use taskset
 #   WARN_RUN=1          0: skip the extra, separately labelled RUST_LOG=warn runs
 #   NO_BUILD=1          skip `cargo build`
@@ -33,12 +35,14 @@ CONNECTIONS="${CONNECTIONS:-16}"
 USERS="${USERS:-10}"
 MTX_PORT="${MTX_PORT:-19000}"
 BARE_PORT="${BARE_PORT:-19001}"
+JWKS_PORT="${JWKS_PORT:-19002}"
 PIN="${PIN:-1}"
 WARN_RUN="${WARN_RUN:-1}"
 ROUNDS="${ROUNDS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 MTX_BIN="$TARGET_DIR/release/mtx-auth"
 BARE_BIN="$TARGET_DIR/release/examples/bare"
+FIXTURE_BIN="$TARGET_DIR/release/examples/jwt_fixture"
 
 # shellcheck disable=SC2016 # a literal PHC string, not an expansion
 ARGON2_TESTPASS='argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo'
@@ -46,7 +50,7 @@ PLAIN_BODY='{"ip":"10.0.0.1","user":"viewer","password":"viewpass","token":"view
 ARGON2_BODY='{"ip":"10.0.0.1","user":"argonuser","password":"testpass","token":"testpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 
 if [[ "${NO_BUILD:-0}" != 1 ]]; then
-    cargo build --release --bin mtx-auth --example bare
+    cargo build --release --bin mtx-auth --example bare --example jwt_fixture
 fi
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
@@ -77,6 +81,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# --- a JWKS on loopback and a token signed by its key ----------------------------------------
+"$FIXTURE_BIN" "$WORK/jwks.json" >"$WORK/token"
+JWT="$(cat "$WORK/token")"
+JWT_BODY='{"ip":"10.0.0.1","user":"","password":"'"$JWT"'","token":"'"$JWT"'","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
+python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$WORK" >"$WORK/jwks-server.log" 2>&1 &
+PIDS+=("$!")
+
 # --- config: fillers, then the two users the load hits, last in config order -----------------
 CONFIG="$WORK/load.toml"
 fillers=$((USERS > 2 ? USERS - 2 : 0))
@@ -94,9 +105,13 @@ permissions = [{ action = "read" }]
 user = "argonuser"
 pass = "$ARGON2_TESTPASS"
 permissions = [{ action = "read" }]
+
+[jwt]
+jwks_url = "http://127.0.0.1:$JWKS_PORT/jwks.json"
+issuer = "mtx-auth-load"
 EOF
 
-for f in plain argon2; do
+for f in plain argon2 jwt; do
     body_var="${f^^}_BODY"
     for mode in keepalive close; do
         {
@@ -136,6 +151,14 @@ start_mtx() { # RUST_LOG value; log file name
     MTX_PID=$!
     PIDS+=("$MTX_PID")
     wait_healthy "$MTX_PORT" "$2"
+    local i
+    for i in $(seq 1 100); do # ready = the JWKS has loaded
+        curl -fsS -o /dev/null "http://127.0.0.1:$MTX_PORT/readyz" && return 0
+        sleep 0.1
+    done
+    echo "$2 never became ready (JWKS not loaded); log:" >&2
+    cat "$WORK/$2.log" >&2
+    exit 1
 }
 stop_mtx() {
     kill "$MTX_PID"
@@ -159,6 +182,7 @@ check_allowed() { # port body what
 }
 check_allowed "$MTX_PORT" "$PLAIN_BODY" "mtx-auth plain"
 check_allowed "$MTX_PORT" "$ARGON2_BODY" "mtx-auth argon2 (priming the cache)"
+check_allowed "$MTX_PORT" "$JWT_BODY" "mtx-auth jwt (priming the cache)"
 check_allowed "$BARE_PORT" "$PLAIN_BODY" "bare"
 
 # --- load -------------------------------------------------------------------------------------
@@ -248,8 +272,10 @@ scenario "plain/keep-alive" plain-keepalive info
 scenario "plain/close" plain-close info
 scenario "argon2-cached/keep-alive" argon2-keepalive info
 scenario "argon2-cached/close" argon2-close info
-# Requests answered at RUST_LOG=info: warm-up, the scenarios and the two curl checks.
-SENT_INFO=$((SENT + 2))
+scenario "jwt-cached/keep-alive" jwt-keepalive info
+scenario "jwt-cached/close" jwt-close info
+# Requests answered at RUST_LOG=info: warm-up, the scenarios and the three curl checks.
+SENT_INFO=$((SENT + 3))
 decisions="$(grep -c 'outcome="allow"\|outcome=allow' "$WORK/mtx-auth.log" || true)"
 
 if [[ "$WARN_RUN" == 1 ]]; then

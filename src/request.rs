@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
 
 use crate::permission::Action;
@@ -42,8 +43,44 @@ struct Wire<'a> {
     query: Cow<'a, str>,
 }
 
+/// A string field that may be `null`. serde's own `Cow<str>` always copies; this visitor
+/// borrows from the body whenever the string has no escapes.
 fn nullable<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
-    Ok(Option::<Cow<'a, str>>::deserialize(d)?.unwrap_or_default())
+    d.deserialize_option(CowStr)
+}
+
+struct CowStr;
+
+impl<'de> Visitor<'de> for CowStr {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or null")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(""))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(""))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(CowStr)
+    }
 }
 
 /// One auth request. `action` and `ip` are parsed; an unknown action or an unparsable IP is kept
@@ -157,9 +194,11 @@ mod tests {
     }
 
     #[test]
-    fn escaped_strings_decode() {
-        let r = Request::parse(br#"{"user":"a\"b\u0041"}"#).unwrap();
+    fn escaped_strings_decode_and_plain_ones_borrow() {
+        let r = Request::parse(br#"{"user":"a\"b\u0041","path":"cam/1"}"#).unwrap();
         assert_eq!(r.user, "a\"bA");
+        assert!(matches!(r.user, Cow::Owned(_)));
+        assert!(matches!(r.path, Cow::Borrowed("cam/1")));
     }
 
     #[test]
