@@ -13,9 +13,9 @@ async fn bodies_of_every_mediamtx_version_are_accepted() {
         spawn("[[users]]\nuser = \"u\"\npass = \"p\"\npermissions = [{ action = \"read\" }]\n");
     // Before v1.12.3: no token; before v1.19: no userAgent; unknown fields from the future.
     let old = json!({"ip":"10.0.0.1","user":"u","password":"p","action":"read","path":"cam","protocol":"rtsp","id":null,"query":""});
-    assert_eq!(app.auth(&old).await.0, 200);
+    assert_eq!(app.status(&old).await, 200);
     let future = json!({"ip":"10.0.0.1","user":"u","password":"p","action":"read","path":"cam","newField":{"x":[1,2]},"id":"6e9b8a3c-6f5b-4b8e-9d0a-1f2e3d4c5b6a"});
-    assert_eq!(app.auth(&future).await.0, 200);
+    assert_eq!(app.status(&future).await, 200);
     // No Content-Type, and a wrong one.
     let body = serde_json::to_vec(&old).unwrap();
     assert_eq!(app.auth_raw(body.clone(), None).await.0, 200);
@@ -26,7 +26,7 @@ async fn bodies_of_every_mediamtx_version_are_accepted() {
         (s, b["error"].as_str()),
         (401, Some("credentials required"))
     );
-    assert_eq!(app.auth(&json!({})).await.0, 401);
+    assert_eq!(app.status(&json!({})).await, 401);
 }
 
 #[actix_web::test]
@@ -92,12 +92,12 @@ async fn shipped_config_gives_mediamtx_defaults() {
     let app = spawn(DEFAULTS);
     let r = |action: &str, ip: &str| common::mtx_request(action, "cam", ip, "", "");
     for action in ["publish", "read", "playback"] {
-        assert_eq!(app.auth(&r(action, "203.0.113.9")).await.0, 200, "{action}");
+        assert_eq!(app.status(&r(action, "203.0.113.9")).await, 200, "{action}");
     }
     for action in ["api", "metrics", "pprof"] {
-        assert_eq!(app.auth(&r(action, "127.0.0.1")).await.0, 200, "{action}");
-        assert_eq!(app.auth(&r(action, "::1")).await.0, 200, "{action}");
-        assert_eq!(app.auth(&r(action, "192.168.1.2")).await.0, 401, "{action}");
+        assert_eq!(app.status(&r(action, "127.0.0.1")).await, 200, "{action}");
+        assert_eq!(app.status(&r(action, "::1")).await, 200, "{action}");
+        assert_eq!(app.status(&r(action, "192.168.1.2")).await, 401, "{action}");
     }
 }
 

@@ -138,7 +138,7 @@ async fn refused_tokens_each_with_a_clear_reason() {
         |extra: Value| idp::merged(idp::keycloak_claims(&iss, "alice", read.clone()), extra);
 
     let good = rsa.sign(&claims(json!({})));
-    assert_eq!(app.auth(&with_token(&good, "cam")).await.0, 200);
+    assert_eq!(app.status(&with_token(&good, "cam")).await, 200);
 
     // alg none, and HS256 "signed" with the RSA public key (algorithm confusion).
     let none = idp::unsigned_token(
@@ -247,7 +247,7 @@ async fn refused_tokens_each_with_a_clear_reason() {
     }
     // Within the 30 s default leeway, an expired token is still fine.
     let grace = rsa.sign(&claims(json!({"exp": now - 10})));
-    assert_eq!(app.auth(&with_token(&grace, "cam")).await.0, 200);
+    assert_eq!(app.status(&with_token(&grace, "cam")).await, 200);
     assert_eq!(app.get("/healthz").await.0, 200);
 }
 
@@ -263,9 +263,8 @@ async fn exp_can_be_optional_and_leeway_set() {
         )
     };
     assert_eq!(
-        app.auth(&with_token(&key.sign(&claims(json!({"exp": null}))), "c"))
-            .await
-            .0,
+        app.status(&with_token(&key.sign(&claims(json!({"exp": null}))), "c"))
+            .await,
         200
     );
     let just_expired = key.sign(&claims(json!({"exp": idp::now() - 5})));
@@ -292,9 +291,9 @@ async fn issuer_and_audience_must_match_when_configured() {
         )
     };
     let ok = key.sign(&claims(json!({"aud": ["account", "mediamtx"]})));
-    assert_eq!(app.auth(&with_token(&ok, "c")).await.0, 200);
+    assert_eq!(app.status(&with_token(&ok, "c")).await, 200);
     let ok = key.sign(&claims(json!({"aud": "mediamtx"})));
-    assert_eq!(app.auth(&with_token(&ok, "c")).await.0, 200);
+    assert_eq!(app.status(&with_token(&ok, "c")).await, 200);
     let bad_aud = key.sign(&claims(json!({"aud": "account"})));
     assert_eq!(
         error_of(&app, &with_token(&bad_aud, "c")).await,
@@ -351,18 +350,18 @@ permissions = [{ action = "api" }, { action = "publish" }]
         "kcuser",
         json!({"realm_access": {"roles": ["offline_access", "streamer"]}}),
     ));
-    assert_eq!(app.auth(&req(&kc, "read", "any/thing")).await.0, 200);
-    assert_eq!(app.auth(&req(&kc, "publish", "live/cam")).await.0, 200);
-    assert_eq!(app.auth(&req(&kc, "publish", "other")).await.0, 401);
-    assert_eq!(app.auth(&req(&kc, "api", "")).await.0, 401);
+    assert_eq!(app.status(&req(&kc, "read", "any/thing")).await, 200);
+    assert_eq!(app.status(&req(&kc, "publish", "live/cam")).await, 200);
+    assert_eq!(app.status(&req(&kc, "publish", "other")).await, 401);
+    assert_eq!(app.status(&req(&kc, "api", "")).await, 401);
     // Roles add to the claim.
     let both = key.sign(&idp::keycloak_claims(
         &iss,
         "kc2",
         json!({"mediamtx_permissions": [{"action": "playback", "path": "rec"}]}),
     ));
-    assert_eq!(app.auth(&req(&both, "playback", "rec")).await.0, 200);
-    assert_eq!(app.auth(&req(&both, "read", "cam")).await.0, 200);
+    assert_eq!(app.status(&req(&both, "playback", "rec")).await, 200);
+    assert_eq!(app.status(&req(&both, "read", "cam")).await, 200);
     // Authentik: groups.
     let ak = key.sign(&idp::authentik_claims(
         &iss,
@@ -370,8 +369,8 @@ permissions = [{ action = "api" }, { action = "publish" }]
         &["users", "mediamtx-admins"],
         json!({}),
     ));
-    assert_eq!(app.auth(&req(&ak, "api", "")).await.0, 200);
-    assert_eq!(app.auth(&req(&ak, "read", "cam")).await.0, 401);
+    assert_eq!(app.status(&req(&ak, "api", "")).await, 200);
+    assert_eq!(app.status(&req(&ak, "read", "cam")).await, 401);
     // Neither a claim nor a mapped role: refused.
     let bare = key.sign(&idp::authentik_claims(
         &iss,
@@ -393,12 +392,12 @@ async fn key_rotation_refetches_once_per_interval() {
     let app = app_for(&idp, "refetch_interval_secs = 3600").await;
     let iss = idp.issuer();
     let claims = idp::keycloak_claims(&iss, "a", perms(json!([{"action": "read"}])));
-    assert_eq!(app.auth(&with_token(&old.sign(&claims), "c")).await.0, 200);
+    assert_eq!(app.status(&with_token(&old.sign(&claims), "c")).await, 200);
     let hits = idp.jwks_hits();
 
     // The IdP rotates: a token with the new kid makes mtx-auth refetch, and it is accepted.
     idp.set_keys(vec![old.jwk(), new.jwk()]);
-    assert_eq!(app.auth(&with_token(&new.sign(&claims), "c")).await.0, 200);
+    assert_eq!(app.status(&with_token(&new.sign(&claims), "c")).await, 200);
     assert_eq!(idp.jwks_hits(), hits + 1);
 
     // A storm of tokens with unknown kids: no further fetch within the interval.
@@ -437,7 +436,7 @@ async fn outage_keeps_last_good_keys_and_never_allows_on_error() {
         assert_eq!(e, "jwt: token signed with an unknown key id", "{mode:?}");
         assert!(idp.jwks_hits() > before, "{mode:?}: a fetch was attempted");
         // ...and the last good keys keep working.
-        assert_eq!(app.auth(&with_token(&token, "c")).await.0, 200, "{mode:?}");
+        assert_eq!(app.status(&with_token(&token, "c")).await, 200, "{mode:?}");
     }
     assert_eq!(app.get("/readyz").await.0, 200);
 }
@@ -470,7 +469,7 @@ async fn unreachable_slow_or_bad_jwks_at_start_denies_and_is_not_ready() {
     // The IdP recovers: the retry loop loads the keys and tokens verify.
     idp.set_mode(JwksMode::Normal);
     ready(&slow).await;
-    assert_eq!(slow.auth(&with_token(&token, "c")).await.0, 200);
+    assert_eq!(slow.status(&with_token(&token, "c")).await, 200);
 }
 
 #[actix_web::test]
@@ -484,9 +483,8 @@ async fn discovery_document_gives_keys_and_issuer() {
     ready(&app).await;
     let claims = |iss: &str| idp::keycloak_claims(iss, "a", perms(json!([{"action": "read"}])));
     assert_eq!(
-        app.auth(&with_token(&key.sign(&claims(&idp.issuer())), "c"))
-            .await
-            .0,
+        app.status(&with_token(&key.sign(&claims(&idp.issuer())), "c"))
+            .await,
         200
     );
     // The document's issuer is enforced when none is configured.

@@ -34,32 +34,28 @@ permissions = [{ action = "read", path = "public" }]
     assert_eq!((s, body["user"].as_str()), (200, Some("alice")));
     // Right password for the first entry, but it does not grant read: the second needs "two".
     assert_eq!(
-        app.auth(&req("read", "cam", "10.0.0.1", "alice", "one"))
-            .await
-            .0,
+        app.status(&req("read", "cam", "10.0.0.1", "alice", "one"))
+            .await,
         401
     );
     assert_eq!(
-        app.auth(&req("read", "cam", "10.0.0.1", "alice", "two"))
-            .await
-            .0,
+        app.status(&req("read", "cam", "10.0.0.1", "alice", "two"))
+            .await,
         200
     );
     // `any` later in the list lets a wrong password through where it grants the path.
     assert_eq!(
-        app.auth(&req("read", "public", "10.0.0.1", "alice", "bad"))
-            .await
-            .0,
+        app.status(&req("read", "public", "10.0.0.1", "alice", "bad"))
+            .await,
         200
     );
     assert_eq!(
-        app.auth(&req("read", "public", "10.0.0.1", "", "")).await.0,
+        app.status(&req("read", "public", "10.0.0.1", "", "")).await,
         200
     );
     assert_eq!(
-        app.auth(&req("publish", "alice", "10.0.0.1", "alice", "two"))
-            .await
-            .0,
+        app.status(&req("publish", "alice", "10.0.0.1", "alice", "two"))
+            .await,
         401
     );
 }
@@ -90,21 +86,18 @@ async fn empty_pass_accepts_any_password_but_not_any_user() {
     let app =
         spawn("[[users]]\nuser = \"cam\"\npass = \"\"\npermissions = [{ action = \"publish\" }]\n");
     assert_eq!(
-        app.auth(&req("publish", "x", "10.0.0.1", "cam", "whatever"))
-            .await
-            .0,
+        app.status(&req("publish", "x", "10.0.0.1", "cam", "whatever"))
+            .await,
         200
     );
     assert_eq!(
-        app.auth(&req("publish", "x", "10.0.0.1", "cam", ""))
-            .await
-            .0,
+        app.status(&req("publish", "x", "10.0.0.1", "cam", ""))
+            .await,
         200
     );
     assert_eq!(
-        app.auth(&req("publish", "x", "10.0.0.1", "other", ""))
-            .await
-            .0,
+        app.status(&req("publish", "x", "10.0.0.1", "other", ""))
+            .await,
         401
     );
 }
@@ -129,7 +122,7 @@ permissions = [{ action = "read" }]
     ] {
         let want = if ip.starts_with("fe80") { 401 } else { 200 };
         assert_eq!(
-            app.auth(&req("read", "c", ip, "", "")).await.0,
+            app.status(&req("read", "c", ip, "", "")).await,
             want,
             "{ip}"
         );
@@ -142,7 +135,7 @@ permissions = [{ action = "read" }]
         "",
         "garbage",
     ] {
-        assert_eq!(app.auth(&req("read", "c", ip, "", "")).await.0, 401, "{ip}");
+        assert_eq!(app.status(&req("read", "c", ip, "", "")).await, 401, "{ip}");
     }
 }
 
@@ -174,7 +167,7 @@ permissions = [
     ];
     for (action, path, want) in cases {
         assert_eq!(
-            app.auth(&req(action, path, "1.2.3.4", "", "")).await.0,
+            app.status(&req(action, path, "1.2.3.4", "", "")).await,
             want,
             "{action} {path}"
         );
@@ -187,25 +180,22 @@ async fn api_metrics_pprof_ignore_the_path() {
         "[[users]]\nuser = \"admin\"\npass = \"pw\"\npermissions = [{ action = \"api\", path = \"ignored\" }, { action = \"metrics\" }]\n",
     );
     assert_eq!(
-        app.auth(&req("api", "", "1.2.3.4", "admin", "pw")).await.0,
+        app.status(&req("api", "", "1.2.3.4", "admin", "pw")).await,
         200
     );
     assert_eq!(
-        app.auth(&req("api", "whatever", "1.2.3.4", "admin", "pw"))
-            .await
-            .0,
+        app.status(&req("api", "whatever", "1.2.3.4", "admin", "pw"))
+            .await,
         200
     );
     assert_eq!(
-        app.auth(&req("metrics", "", "1.2.3.4", "admin", "pw"))
-            .await
-            .0,
+        app.status(&req("metrics", "", "1.2.3.4", "admin", "pw"))
+            .await,
         200
     );
     assert_eq!(
-        app.auth(&req("pprof", "", "1.2.3.4", "admin", "pw"))
-            .await
-            .0,
+        app.status(&req("pprof", "", "1.2.3.4", "admin", "pw"))
+            .await,
         401
     );
 }
@@ -232,15 +222,13 @@ permissions = [{ action = "read" }]
         .await;
     assert_eq!((s, body["user"].as_str()), (200, Some("testuser")));
     assert_eq!(
-        app.auth(&req("read", "c", "1.2.3.4", "testuser", "testpas"))
-            .await
-            .0,
+        app.status(&req("read", "c", "1.2.3.4", "testuser", "testpas"))
+            .await,
         401
     );
     assert_eq!(
-        app.auth(&req("read", "c", "1.2.3.4", "testpass", "testpass"))
-            .await
-            .0,
+        app.status(&req("read", "c", "1.2.3.4", "testpass", "testpass"))
+            .await,
         401
     );
 }
@@ -253,16 +241,15 @@ async fn argon2id_and_argon2i_verify_and_only_success_is_remembered() {
     let good = req("read", "c", "1.2.3.4", "testuser", "testpass");
     let bad = req("read", "c", "1.2.3.4", "testuser", "wrong");
     // A wrong password first: it must not be remembered as right.
-    assert_eq!(app.auth(&bad).await.0, 401);
-    assert_eq!(app.auth(&bad).await.0, 401);
-    assert_eq!(app.auth(&good).await.0, 200);
-    assert_eq!(app.auth(&good).await.0, 200);
+    assert_eq!(app.status(&bad).await, 401);
+    assert_eq!(app.status(&bad).await, 401);
+    assert_eq!(app.status(&good).await, 200);
+    assert_eq!(app.status(&good).await, 200);
     // After a cached success, a wrong password is still wrong.
-    assert_eq!(app.auth(&bad).await.0, 401);
+    assert_eq!(app.status(&bad).await, 401);
     assert_eq!(
-        app.auth(&req("read", "c", "1.2.3.4", "testuserx", "testpass"))
-            .await
-            .0,
+        app.status(&req("read", "c", "1.2.3.4", "testuserx", "testpass"))
+            .await,
         401
     );
 }
@@ -330,9 +317,8 @@ async fn argon2_queue_full_denies_at_once() {
     assert!(busy > 0, "some requests found the queue full");
     // Cheap decisions still answer while argon2 is saturated, and the right password works.
     assert_eq!(
-        app.auth(&req("read", "c", "1.2.3.4", "u", "testpass"))
-            .await
-            .0,
+        app.status(&req("read", "c", "1.2.3.4", "u", "testpass"))
+            .await,
         200
     );
 }
@@ -362,31 +348,28 @@ async fn hundred_thousand_users() {
         .await;
     assert_eq!((s, body["user"].as_str()), (200, Some("user99999")));
     assert_eq!(
-        app.auth(&req(
+        app.status(&req(
             "read",
             "u99998/cam",
             "10.0.0.1",
             "user99999",
             "pass99999"
         ))
-        .await
-        .0,
+        .await,
         401
     );
     assert_eq!(
-        app.auth(&req("read", "u5/cam", "10.0.0.1", "user5", "pass6"))
-            .await
-            .0,
+        app.status(&req("read", "u5/cam", "10.0.0.1", "user5", "pass6"))
+            .await,
         401
     );
     assert_eq!(
-        app.auth(&req("read", "public", "10.0.0.1", "user5", "pass6"))
-            .await
-            .0,
+        app.status(&req("read", "public", "10.0.0.1", "user5", "pass6"))
+            .await,
         200
     );
     assert_eq!(
-        app.auth(&req("api", "", "127.0.0.1", "user5", "x")).await.0,
+        app.status(&req("api", "", "127.0.0.1", "user5", "x")).await,
         200
     );
 }

@@ -34,6 +34,11 @@ impl TestApp {
             .await
     }
 
+    /// POSTs a JSON value to /auth; returns the status only.
+    pub async fn status(&self, body: &Value) -> u16 {
+        self.auth(body).await.0
+    }
+
     /// POSTs raw bytes to /auth, with an optional Content-Type.
     pub async fn auth_raw(&self, body: Vec<u8>, content_type: Option<&str>) -> (u16, Value) {
         let mut req = self.client.post(format!("{}/auth", self.base)).body(body);
