@@ -6,11 +6,15 @@
 //! - [`config`] reads the TOML file into checked types: a loaded config cannot be invalid.
 //! - [`credential`] holds plain, `sha256:` and `argon2:` secrets and every comparison of them.
 //! - [`permission`] is MediaMTX's `{action, path}` matching.
-//! - [`source`] holds the identity sources; [`source::users`] is MediaMTX's
-//!   `authInternalUsers`, indexed by user name so 100,000 users cost the same as ten.
+//! - [`source`] holds the identity sources, asked in this order: [`source::users`] is MediaMTX's
+//!   `authInternalUsers`, indexed by user name so 100,000 users cost the same as ten;
+//!   [`source::jwt`] verifies JWTs against the key set that [`source::jwks`] fetches, refreshes
+//!   and keeps through IdP outages.
 //! - [`policy`] decides: it has no HTTP or async types, so tests, benches and `explain` call it
-//!   directly. argon2 work is returned to the caller as a step to run elsewhere.
-//! - [`verifier`] runs that argon2 work on a bounded blocking pool for the server.
+//!   directly. argon2 work and JWKS refetches are returned to the caller as steps to run
+//!   elsewhere.
+//! - [`verifier`] runs those steps for the server: argon2 on a bounded blocking pool, refetches
+//!   on the runtime.
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
 //! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`).
 
