@@ -206,7 +206,7 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
             );
             for index in 0..policy.users().len() as u32 {
                 let user = policy.users().get(index);
-                let why = match user.check(&req, action) {
+                let why = match user.check(&req, action, None) {
                     Err(m) => m.as_str(),
                     Ok(true) => "argon2 credential did not verify",
                     Ok(false) => "matched", // unreachable for a deny; kept honest anyway

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use crate::credential::Credential;
+use crate::credential::{self, Credential};
 use crate::permission::{self, Action, Permission};
 use crate::request::Request;
 
@@ -44,7 +44,14 @@ impl User {
 
     /// MediaMTX's order of checks: IPs, permissions, then user name and password. `Ok(true)`
     /// means everything cheap matched and an argon2 credential remains to be verified.
-    pub fn check(&self, req: &Request, action: Action) -> Result<bool, Mismatch> {
+    /// `user_sha256` is SHA-256 of the request's user name when the caller already has it (the
+    /// index lookup computes it), so a `sha256:` name is not hashed twice.
+    pub fn check(
+        &self,
+        req: &Request,
+        action: Action,
+        user_sha256: Option<&[u8; 32]>,
+    ) -> Result<bool, Mismatch> {
         if !self.ip_allowed(req.ip) {
             return Err(Mismatch::Ip);
         }
@@ -55,7 +62,12 @@ impl User {
             UserName::Any => return Ok(false),
             UserName::Credential(c) => c,
         };
-        if !name.is_argon2() && !name.verify(&req.user) {
+        let name_ok = match (name, user_sha256) {
+            (Credential::Sha256(d), Some(digest)) => credential::ct_eq(d, digest),
+            (Credential::Argon2(_), _) => true, // verified by the caller
+            (c, _) => c.verify(&req.user),
+        };
+        if !name_ok {
             return Err(Mismatch::User);
         }
         if let Some(pass) = &self.pass {
@@ -169,18 +181,18 @@ impl Users {
             .by_plain
             .get(req.user.as_ref())
             .map_or(empty, Vec::as_slice);
-        let hashed = if self.by_sha256.is_empty() {
-            empty
-        } else {
-            let digest = <[u8; 32]>::from(Sha256::digest(req.user.as_bytes()));
-            self.by_sha256.get(&digest).map_or(empty, Vec::as_slice)
-        };
+        let digest = (!self.by_sha256.is_empty())
+            .then(|| <[u8; 32]>::from(Sha256::digest(req.user.as_bytes())));
+        let hashed = digest
+            .as_ref()
+            .and_then(|d| self.by_sha256.get(d))
+            .map_or(empty, Vec::as_slice);
         let mut lists = [plain, hashed, &self.scanned];
         for list in &mut lists {
             *list = &list[list.partition_point(|&i| i < from)..];
         }
         while let Some(index) = pop_smallest(&mut lists) {
-            if let Ok(needs_argon2) = self.get(index).check(req, action) {
+            if let Ok(needs_argon2) = self.get(index).check(req, action, digest.as_ref()) {
                 return Some(Candidate {
                     index,
                     needs_argon2,
