@@ -551,3 +551,61 @@ async fn a_cached_token_is_remembered_but_its_signature_opens_nothing_else() {
         ))
     );
 }
+
+#[actix_web::test]
+async fn identity_can_come_from_another_claim() {
+    let key = TestKey::generate(KeyKind::Ed, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(&idp, "identity_claim = \"preferred_username\"").await;
+    let claims =
+        json!({"preferred_username": "alice", "mediamtx_permissions": [{"action": "read"}]});
+    let token = key.sign(&idp::keycloak_claims(
+        &idp.issuer(),
+        "f81d4fae-7dec",
+        claims,
+    ));
+    let (s, b) = app.auth(&with_token(&token, "c")).await;
+    assert_eq!((s, b["user"].as_str()), (200, Some("alice")));
+}
+
+#[actix_web::test]
+async fn explain_fetches_the_keys_and_names_the_jwt_source() {
+    let key = TestKey::generate(KeyKind::Ec, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let config = dir.join("explain-jwt.toml");
+    std::fs::write(
+        &config,
+        format!("[jwt]\njwks_url = \"{}\"\n", idp.jwks_url()),
+    )
+    .unwrap();
+    let claims = perms(json!([{"action": "read", "path": "cam"}]));
+    let token = key.sign(&idp::keycloak_claims(&idp.issuer(), "alice", claims));
+    let run = |path: &'static str| {
+        let (config, token) = (config.clone(), token.clone());
+        // The fake IdP serves on this test's runtime: run the binary off it.
+        actix_web::rt::task::spawn_blocking(move || {
+            let body = with_token(&token, path).to_string();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+                .arg("explain")
+                .arg("--config")
+                .arg(&config)
+                .arg(body)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let out = run("cam").await.unwrap();
+    assert!(
+        out.contains("allow (200) user=\"alice\"") && out.contains("decided by: jwt"),
+        "{out}"
+    );
+    let out = run("other").await.unwrap();
+    assert!(
+        out.contains("deny (401): jwt: token does not permit this action and path"),
+        "{out}"
+    );
+    assert!(out.contains("then jwt"), "{out}");
+    assert!(!out.contains(&token), "explain never prints the token");
+}
