@@ -6,6 +6,7 @@
 //! carries `{"error": "…"}`, which MediaMTX copies into its own log.
 
 use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -168,16 +169,24 @@ async fn healthz() -> HttpResponse {
 }
 
 /// Ready once the config is loaded (before the server accepts anything) and every remote
-/// source has loaded once: until then, 503 with what is missing.
+/// source has loaded once: until then, 503 with what is missing. The body also says how old the
+/// JWT keys are and how many fetches failed, so an IdP outage is visible before keys go stale.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut waiting_for = Vec::new();
+    let mut body = serde_json::json!({});
     if let Some(jwt) = state.policy.jwt() {
         if !jwt.keys.is_ready() {
             waiting_for.push("jwt");
         }
+        body["jwt"] = serde_json::json!({
+            "keys_age_secs": jwt.keys.age().map(|a| a.as_secs()),
+            "fetches": jwt.keys.fetches.load(Ordering::Relaxed),
+            "fetch_failures": jwt.keys.failures.load(Ordering::Relaxed),
+        });
     }
     let ready = waiting_for.is_empty();
-    let body = serde_json::json!({ "ready": ready, "waiting_for": waiting_for });
+    body["ready"] = ready.into();
+    body["waiting_for"] = waiting_for.into();
     if ready {
         HttpResponse::Ok().json(body)
     } else {

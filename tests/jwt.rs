@@ -438,7 +438,10 @@ async fn outage_keeps_last_good_keys_and_never_allows_on_error() {
         // ...and the last good keys keep working.
         assert_eq!(app.status(&with_token(&token, "c")).await, 200, "{mode:?}");
     }
-    assert_eq!(app.get("/readyz").await.0, 200);
+    let (s, body) = app.get("/readyz").await;
+    assert_eq!(s, 200, "stale keys still serve: {body}");
+    assert!(body["jwt"]["fetch_failures"].as_u64() >= Some(5), "{body}");
+    assert!(body["jwt"]["keys_age_secs"].as_u64() >= Some(5), "{body}");
 }
 
 #[actix_web::test]

@@ -121,6 +121,11 @@ impl KeyStore {
             .filter(|k| k.fetched_at.elapsed() <= self.policy.max_stale)
     }
 
+    /// Age of the last good key set, stale or not.
+    pub fn age(&self) -> Option<Duration> {
+        self.current.load().as_ref().map(|k| k.fetched_at.elapsed())
+    }
+
     /// True once a key set has loaded.
     pub fn is_ready(&self) -> bool {
         self.keys().is_some()
