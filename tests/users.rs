@@ -33,31 +33,18 @@ permissions = [{ action = "read", path = "public" }]
         .await;
     assert_eq!((s, body["user"].as_str()), (200, Some("alice")));
     // Right password for the first entry, but it does not grant read: the second needs "two".
-    assert_eq!(
-        app.status(&req("read", "cam", "10.0.0.1", "alice", "one"))
-            .await,
-        401
-    );
-    assert_eq!(
-        app.status(&req("read", "cam", "10.0.0.1", "alice", "two"))
-            .await,
-        200
-    );
+    app.expect(&[
+        (req("read", "cam", "10.0.0.1", "alice", "one"), 401),
+        (req("read", "cam", "10.0.0.1", "alice", "two"), 200),
+    ])
+    .await;
     // `any` later in the list lets a wrong password through where it grants the path.
-    assert_eq!(
-        app.status(&req("read", "public", "10.0.0.1", "alice", "bad"))
-            .await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("read", "public", "10.0.0.1", "", "")).await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("publish", "alice", "10.0.0.1", "alice", "two"))
-            .await,
-        401
-    );
+    app.expect(&[
+        (req("read", "public", "10.0.0.1", "alice", "bad"), 200),
+        (req("read", "public", "10.0.0.1", "", ""), 200),
+        (req("publish", "alice", "10.0.0.1", "alice", "two"), 401),
+    ])
+    .await;
 }
 
 #[actix_web::test]
@@ -85,21 +72,12 @@ async fn anonymous_deny_asks_for_credentials_and_body_has_no_secret() {
 async fn empty_pass_accepts_any_password_but_not_any_user() {
     let app =
         spawn("[[users]]\nuser = \"cam\"\npass = \"\"\npermissions = [{ action = \"publish\" }]\n");
-    assert_eq!(
-        app.status(&req("publish", "x", "10.0.0.1", "cam", "whatever"))
-            .await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("publish", "x", "10.0.0.1", "cam", ""))
-            .await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("publish", "x", "10.0.0.1", "other", ""))
-            .await,
-        401
-    );
+    app.expect(&[
+        (req("publish", "x", "10.0.0.1", "cam", "whatever"), 200),
+        (req("publish", "x", "10.0.0.1", "cam", ""), 200),
+        (req("publish", "x", "10.0.0.1", "other", ""), 401),
+    ])
+    .await;
 }
 
 #[actix_web::test]
@@ -179,25 +157,13 @@ async fn api_metrics_pprof_ignore_the_path() {
     let app = spawn(
         "[[users]]\nuser = \"admin\"\npass = \"pw\"\npermissions = [{ action = \"api\", path = \"ignored\" }, { action = \"metrics\" }]\n",
     );
-    assert_eq!(
-        app.status(&req("api", "", "1.2.3.4", "admin", "pw")).await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("api", "whatever", "1.2.3.4", "admin", "pw"))
-            .await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("metrics", "", "1.2.3.4", "admin", "pw"))
-            .await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("pprof", "", "1.2.3.4", "admin", "pw"))
-            .await,
-        401
-    );
+    app.expect(&[
+        (req("api", "", "1.2.3.4", "admin", "pw"), 200),
+        (req("api", "whatever", "1.2.3.4", "admin", "pw"), 200),
+        (req("metrics", "", "1.2.3.4", "admin", "pw"), 200),
+        (req("pprof", "", "1.2.3.4", "admin", "pw"), 401),
+    ])
+    .await;
 }
 
 #[actix_web::test]
@@ -221,16 +187,11 @@ permissions = [{ action = "read" }]
         .auth(&req("read", "c", "1.2.3.4", "testuser", "testpass"))
         .await;
     assert_eq!((s, body["user"].as_str()), (200, Some("testuser")));
-    assert_eq!(
-        app.status(&req("read", "c", "1.2.3.4", "testuser", "testpas"))
-            .await,
-        401
-    );
-    assert_eq!(
-        app.status(&req("read", "c", "1.2.3.4", "testpass", "testpass"))
-            .await,
-        401
-    );
+    app.expect(&[
+        (req("read", "c", "1.2.3.4", "testuser", "testpas"), 401),
+        (req("read", "c", "1.2.3.4", "testpass", "testpass"), 401),
+    ])
+    .await;
 }
 
 #[actix_web::test]
@@ -347,29 +308,14 @@ async fn hundred_thousand_users() {
         ))
         .await;
     assert_eq!((s, body["user"].as_str()), (200, Some("user99999")));
-    assert_eq!(
-        app.status(&req(
-            "read",
-            "u99998/cam",
-            "10.0.0.1",
-            "user99999",
-            "pass99999"
-        ))
-        .await,
-        401
-    );
-    assert_eq!(
-        app.status(&req("read", "u5/cam", "10.0.0.1", "user5", "pass6"))
-            .await,
-        401
-    );
-    assert_eq!(
-        app.status(&req("read", "public", "10.0.0.1", "user5", "pass6"))
-            .await,
-        200
-    );
-    assert_eq!(
-        app.status(&req("api", "", "127.0.0.1", "user5", "x")).await,
-        200
-    );
+    app.expect(&[
+        (
+            req("read", "u99998/cam", "10.0.0.1", "user99999", "pass99999"),
+            401,
+        ),
+        (req("read", "u5/cam", "10.0.0.1", "user5", "pass6"), 401),
+        (req("read", "public", "10.0.0.1", "user5", "pass6"), 200),
+        (req("api", "", "127.0.0.1", "user5", "x"), 200),
+    ])
+    .await;
 }

@@ -39,6 +39,13 @@ impl TestApp {
         self.auth(body).await.0
     }
 
+    /// POSTs each request and asserts its status, naming the failing case.
+    pub async fn expect(&self, cases: &[(Value, u16)]) {
+        for (i, (body, want)) in cases.iter().enumerate() {
+            assert_eq!(self.status(body).await, *want, "case {i}: {body}");
+        }
+    }
+
     /// POSTs raw bytes to /auth, with an optional Content-Type.
     pub async fn auth_raw(&self, body: Vec<u8>, content_type: Option<&str>) -> (u16, Value) {
         let mut req = self.client.post(format!("{}/auth", self.base)).body(body);
