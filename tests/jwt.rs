@@ -93,6 +93,9 @@ async fn token_in_query_for_every_protocol_exactly_once() {
         let (s, b) = app.auth(&body).await;
         assert_eq!((s, b["user"].as_str()), (200, Some("bob")), "{protocol}");
     }
+    // MediaMTX before v1.12.3 sends no `token` field: the password carries it.
+    let old = json!({"ip":"10.0.0.1","user":"","password":token,"action":"read","path":"cam","protocol":"rtsp"});
+    assert_eq!(app.status(&old).await, 200);
     // Twice is ambiguous, as in MediaMTX: not used.
     let body = json!({"ip":"10.0.0.1","action":"read","path":"cam","query":format!("jwt={token}&token={token}")});
     assert_eq!(error_of(&app, &body).await, "credentials required");
@@ -611,4 +614,21 @@ async fn explain_fetches_the_keys_and_names_the_jwt_source() {
     );
     assert!(out.contains("then jwt"), "{out}");
     assert!(!out.contains(&token), "explain never prints the token");
+}
+
+#[actix_web::test]
+async fn keys_and_tokens_without_kid() {
+    let key = TestKey::generate(KeyKind::Ed, "k");
+    // The JWKS omits the kid: a token naming any kid is checked against it.
+    let idp = FakeIdp::start(vec![key.jwk_with(json!({"kid": null}))]);
+    let app = app_for(&idp, "").await;
+    let claims = idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}])));
+    assert_eq!(app.status(&with_token(&key.sign(&claims), "c")).await, 200);
+    // A token without a kid is checked against every key that allows its algorithm.
+    let no_kid = key.sign_with_header(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims);
+    assert_eq!(app.status(&with_token(&no_kid, "c")).await, 200);
+    let other = TestKey::generate(KeyKind::Ed, "x");
+    let forged = other.sign_with_header(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims);
+    let e = error_of(&app, &with_token(&forged, "c")).await;
+    assert_eq!(e, "jwt: token signature invalid");
 }

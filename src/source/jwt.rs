@@ -151,8 +151,9 @@ impl Jwt {
     /// The JWT in a request, if there is one: the `token` field, else a single `token=` or
     /// `jwt=` in the query.
     pub fn find_token<'r>(req: &'r Request) -> Option<std::borrow::Cow<'r, str>> {
-        if looks_like_jwt(&req.token) {
-            return Some(std::borrow::Cow::Borrowed(req.token.as_ref()));
+        let field = token_field(req);
+        if looks_like_jwt(field) {
+            return Some(std::borrow::Cow::Borrowed(field));
         }
         let mut found = form_urlencoded::parse(req.query.as_bytes())
             .filter(|(k, _)| k == "token" || k == "jwt")
@@ -169,13 +170,13 @@ impl Jwt {
     pub fn check(&self, req: &Request, action: Action) -> JwtOutcome {
         // Fast path first: the `token` field of a recently verified request is a cache hit,
         // with no need to look at its shape.
-        if let Some(v) = self.cached(&req.token) {
+        if let Some(v) = self.cached(token_field(req)) {
             return self.grant(&v, req, action, true);
         }
         let Some(token) = Self::find_token(req) else {
             return JwtOutcome::NoToken;
         };
-        if token != req.token {
+        if token != token_field(req) {
             if let Some(v) = self.cached(&token) {
                 return self.grant(&v, req, action, true);
             }
@@ -266,7 +267,8 @@ impl Jwt {
         let candidates: Vec<_> = keys
             .keys
             .iter()
-            .filter(|k| header.kid.is_none() || k.kid == header.kid)
+            // A key without a kid may sign any token (some JWKS omit kids).
+            .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
             .collect();
         if candidates.is_empty() {
             return Err(JwtError::UnknownKey);
@@ -353,6 +355,16 @@ impl Jwt {
             return Err(JwtError::NoPermissions);
         }
         Ok(perms)
+    }
+}
+
+/// The request field that carries a token: `token`, or `password` for MediaMTX before v1.12.3,
+/// which had no `token` field (since then `token` equals `password` whenever one is given).
+fn token_field<'r>(req: &'r Request) -> &'r str {
+    if req.token.is_empty() {
+        &req.password
+    } else {
+        &req.token
     }
 }
 
@@ -555,6 +567,9 @@ mod tests {
         let mut req = Request::default();
         assert_eq!(Jwt::find_token(&req), None);
         req.token = jwt.clone().into();
+        assert_eq!(Jwt::find_token(&req).as_deref(), Some(jwt.as_str()));
+        req.token = String::new().into();
+        req.password = jwt.clone().into();
         assert_eq!(Jwt::find_token(&req).as_deref(), Some(jwt.as_str()));
         req.token = "plainpassword".into();
         req.query = format!("a=1&jwt={jwt}").into();
