@@ -153,7 +153,7 @@ start_mtx() { # RUST_LOG value; log file name
     wait_healthy "$MTX_PORT" "$2"
     local i
     for i in $(seq 1 100); do # ready = the JWKS has loaded
-        curl -fsS -o /dev/null "http://127.0.0.1:$MTX_PORT/readyz" && return 0
+        curl -fs -o /dev/null "http://127.0.0.1:$MTX_PORT/readyz" && return 0
         sleep 0.1
     done
     echo "$2 never became ready (JWKS not loaded); log:" >&2
