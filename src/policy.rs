@@ -57,16 +57,15 @@ pub enum DenyReason {
 
 impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let DenyReason::Jwt(e) = self {
-            return write!(f, "jwt: {e}");
+        match self {
+            DenyReason::NoCredentials => f.write_str("credentials required"),
+            DenyReason::NoMatch => {
+                f.write_str("no user matches these credentials for this action, path and ip")
+            }
+            DenyReason::UnknownAction => f.write_str("unknown action"),
+            DenyReason::Busy => f.write_str("busy: too many password verifications waiting"),
+            DenyReason::Jwt(e) => write!(f, "jwt: {e}"),
         }
-        f.write_str(match self {
-            DenyReason::NoCredentials => "credentials required",
-            DenyReason::NoMatch => "no user matches these credentials for this action, path and ip",
-            DenyReason::UnknownAction => "unknown action",
-            DenyReason::Busy => "busy: too many password verifications waiting",
-            DenyReason::Jwt(_) => unreachable!("written above"),
-        })
     }
 }
 

@@ -11,24 +11,13 @@ use common::{spawn, TestApp};
 use idp::{FakeIdp, JwksMode, KeyKind, TestKey};
 use serde_json::{json, Value};
 
-/// Waits until `/readyz` says 200 (the first key set loaded), or fails after 15 s.
-async fn ready(app: &TestApp) {
-    for _ in 0..1500 {
-        if app.get("/readyz").await.0 == 200 {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("mtx-auth never became ready");
-}
-
 /// A server whose `[jwt]` reads `idp`'s JWKS, plus `extra` TOML lines inside `[jwt]`.
 async fn app_for(idp: &FakeIdp, extra: &str) -> TestApp {
     let app = spawn(&format!(
         "[jwt]\njwks_url = \"{}\"\n{extra}\n",
         idp.jwks_url()
     ));
-    ready(&app).await;
+    app.wait_ready().await;
     app
 }
 
@@ -110,7 +99,7 @@ async fn non_jwt_passwords_still_reach_toml_users() {
          [jwt]\njwks_url = \"{}\"\n",
         idp.jwks_url()
     ));
-    ready(&app).await;
+    app.wait_ready().await;
     let (s, b) = app
         .auth(&common::mtx_request(
             "read", "cam", "1.2.3.4", "alice", "pw",
@@ -474,7 +463,7 @@ async fn unreachable_slow_or_bad_jwks_at_start_denies_and_is_not_ready() {
     }
     // The IdP recovers: the retry loop loads the keys and tokens verify.
     idp.set_mode(JwksMode::Normal);
-    ready(&slow).await;
+    slow.wait_ready().await;
     assert_eq!(slow.status(&with_token(&token, "c")).await, 200);
 }
 
@@ -486,7 +475,7 @@ async fn discovery_document_gives_keys_and_issuer() {
         "[jwt]\ndiscovery_url = \"{}\"\n",
         idp.discovery_url()
     ));
-    ready(&app).await;
+    app.wait_ready().await;
     let claims = |iss: &str| idp::keycloak_claims(iss, "a", perms(json!([{"action": "read"}])));
     assert_eq!(
         app.status(&with_token(&key.sign(&claims(&idp.issuer())), "c"))

@@ -5,20 +5,8 @@ mod common;
 #[path = "support/oidc.rs"]
 mod oidc;
 
-use std::time::Duration;
-
 use oidc::{OidcOptions, OidcProvider};
 use serde_json::json;
-
-async fn ready(app: &common::TestApp) {
-    for _ in 0..1500 {
-        if app.get("/readyz").await.0 == 200 {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("mtx-auth never became ready");
-}
 
 fn request(token: &str, action: &str, path: &str) -> serde_json::Value {
     json!({"ip":"127.0.0.1","user":"","password":token,"token":token,"action":action,"path":path,"protocol":"rtsp","id":null,"query":""})
@@ -39,7 +27,7 @@ async fn oidc_provider_access_tokens_are_accepted_through_discovery() {
             provider.discovery_url(),
             oidc::RESOURCE
         ));
-        ready(&app).await;
+        app.wait_ready().await;
         let token = provider.client_credentials_token().await;
 
         // The provider's claim: read "cam", publish "~^live/". The identity is `sub`, which for

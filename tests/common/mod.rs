@@ -60,6 +60,17 @@ impl TestApp {
         (status, json)
     }
 
+    /// Waits until `/readyz` answers 200 (remote sources loaded); panics after 15 s.
+    pub async fn wait_ready(&self) {
+        for _ in 0..1500 {
+            if self.get("/readyz").await.0 == 200 {
+                return;
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("mtx-auth never became ready");
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .client
