@@ -30,6 +30,7 @@ fn policy(keys: &[TestKey]) -> Policy {
     policy.jwt().unwrap().keys.install(KeySet {
         keys: parse_jwks(&doc).unwrap(),
         discovered_issuer: None,
+        token_endpoint: None,
         fetched_at: Instant::now(),
     });
     policy

@@ -12,6 +12,7 @@ use crate::credential;
 use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
 use crate::request::Request;
+use crate::source::account::Backend;
 use crate::source::users::UserName;
 use crate::verifier::Verifier;
 
@@ -169,16 +170,32 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
     let req = Request::parse(body.as_bytes())?;
     let policy = Policy::new(config);
     let verifier = Verifier::new(1, 1);
-    // The same driver as the server, so a JWT is checked against freshly fetched keys.
+    // The same driver as the server, so a JWT is checked against freshly fetched keys and
+    // account sources ask their upstreams.
     let decision = actix_web::rt::System::new().block_on(async {
         if let Some(jwt) = policy.jwt() {
             if let Err(e) = jwt.keys.refresh().await {
                 println!("jwt: key set could not be fetched: {e}");
             }
         }
+        for a in policy.accounts() {
+            if let Backend::Oidc(o) = a.backend() {
+                if let Err(e) = o.jwt.keys.refresh().await {
+                    println!("oidc: provider keys could not be fetched: {e}");
+                }
+            }
+        }
         verifier.decide(&policy, &req).await
     });
     let file = path.display();
+    let mut order = vec![format!("users ({} entries)", policy.users().len())];
+    if policy.jwt().is_some() {
+        order.push("jwt".into());
+    }
+    for a in policy.accounts() {
+        order.push(format!("{} ({file}:{})", a.name(), a.line));
+    }
+    let order = order.join(", then ");
     match &decision {
         Decision::Allow {
             user, source, rule, ..
@@ -188,6 +205,7 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                 Some(r) => println!("decided by: users #{} at {file}:{}", r.index + 1, r.line),
                 None => println!("decided by: {}", source.as_str()),
             }
+            println!("sources in order: {order}");
         }
         Decision::Deny(reason) => {
             println!("deny (401): {reason}");
@@ -195,15 +213,7 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                 println!("  action {:?} is not one MediaMTX sends", req.action_raw);
                 return Ok(ExitCode::SUCCESS);
             };
-            let jwt = if policy.jwt().is_some() {
-                ", then jwt"
-            } else {
-                ""
-            };
-            println!(
-                "sources in order: users ({} entries){jwt}",
-                policy.users().len()
-            );
+            println!("sources in order: {order}");
             for index in 0..policy.users().len() as u32 {
                 let user = policy.users().get(index);
                 let why = match user.check(&req, action, None) {

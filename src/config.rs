@@ -18,8 +18,11 @@ use toml::Spanned;
 
 use crate::credential::{Credential, CredentialError};
 use crate::permission::{Action, PathMatcher, Permission};
+use crate::source::account::{AccountConfig, AccountKind, AccountSettings, Override};
 use crate::source::jwks::{FetchPolicy, KeySource};
 use crate::source::jwt::{JwtConfig, RoleMapping};
+use crate::source::oidc::{OidcClient, Secret};
+use crate::source::plex::DEFAULT_API_URL;
 use crate::source::users::{User, UserName};
 
 /// Where the service listens unless `[server] listen` or `--listen` says otherwise.
@@ -31,6 +34,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub users: Vec<User>,
     pub jwt: Option<JwtConfig>,
+    /// `[jellyfin]`, `[emby]`, `[plex]` and `[oidc]`, in the order they appear in the file.
+    pub accounts: Vec<AccountConfig>,
 }
 
 /// `[server]`: where to listen and how much argon2 work and memory to allow.
@@ -106,6 +111,62 @@ struct RawConfig {
     users: Vec<Spanned<RawUser>>,
     #[serde(default)]
     jwt: Option<Spanned<RawJwt>>,
+    jellyfin: Option<Spanned<RawAccount>>,
+    emby: Option<Spanned<RawAccount>>,
+    plex: Option<Spanned<RawAccount>>,
+    oidc: Option<Spanned<RawAccount>>,
+}
+
+/// The keys of `[jellyfin]`, `[emby]`, `[plex]` and `[oidc]`: one struct, so the keys they
+/// share are read once; `build_account` refuses a key that isn't its section's, with its
+/// position.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    // [jellyfin], [emby]
+    url: Option<Spanned<String>>,
+    local_networks: Option<Spanned<Vec<Spanned<String>>>>,
+    // [plex]
+    server: Option<Spanned<String>>,
+    api_url: Option<Spanned<String>>,
+    password_login: Option<Spanned<bool>>,
+    // [oidc]
+    discovery_url: Option<Spanned<String>>,
+    token_endpoint: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<String>>,
+    client_secret_file: Option<Spanned<String>>,
+    client_secret_env: Option<Spanned<String>>,
+    scope: Option<Spanned<String>>,
+    claim_key: Option<Spanned<String>>,
+    identity_claim: Option<Spanned<String>>,
+    issuer: Option<Spanned<String>>,
+    audience: Option<Spanned<String>>,
+    require_exp: Option<Spanned<bool>>,
+    leeway_secs: Option<Spanned<i64>>,
+    refresh_interval_secs: Option<Spanned<i64>>,
+    max_stale_secs: Option<Spanned<i64>>,
+    roles: Option<Spanned<Vec<RawRole>>>,
+    // every account section
+    permissions: Option<Spanned<Vec<Spanned<RawPermission>>>>,
+    admin_permissions: Option<Spanned<Vec<Spanned<RawPermission>>>>,
+    overrides: Option<Spanned<Vec<RawOverride>>>,
+    timeout_secs: Option<Spanned<i64>>,
+    cache_ttl_secs: Option<Spanned<i64>>,
+    failure_ttl_secs: Option<Spanned<i64>>,
+    stale_grace_secs: Option<Spanned<i64>>,
+    cache_capacity: Option<Spanned<i64>>,
+    max_failures: Option<Spanned<i64>>,
+    failure_window_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    user: Spanned<String>,
+    permissions: Vec<Spanned<RawPermission>>,
+    #[serde(default)]
+    replace: bool,
 }
 
 #[derive(Deserialize)]
@@ -203,8 +264,27 @@ impl Config {
             .filter_map(|u| build_user(u, &mut errs))
             .collect();
         let jwt = raw.jwt.and_then(|j| build_jwt(j, &mut errs));
+        let mut sections: Vec<_> = [
+            (Section::Jellyfin, raw.jellyfin),
+            (Section::Emby, raw.emby),
+            (Section::Plex, raw.plex),
+            (Section::Oidc, raw.oidc),
+        ]
+        .into_iter()
+        .filter_map(|(section, raw)| Some((section, raw?)))
+        .collect();
+        sections.sort_by_key(|(_, raw)| raw.span().start);
+        let accounts = sections
+            .into_iter()
+            .filter_map(|(section, raw)| build_account(section, raw, &mut errs))
+            .collect();
         if errs.list.is_empty() {
-            Ok(Config { server, users, jwt })
+            Ok(Config {
+                server,
+                users,
+                jwt,
+                accounts,
+            })
         } else {
             Err(errs.into_error())
         }
@@ -374,7 +454,7 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
             let permissions = r
                 .permissions
                 .into_iter()
-                .filter_map(|p| build_permission(p.into_inner(), errs))
+                .filter_map(|p| build_permission(p.get_ref(), errs))
                 .collect();
             RoleMapping {
                 claim,
@@ -400,6 +480,454 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
         roles,
         cache_ttl,
     })
+}
+
+/// An account section of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Jellyfin,
+    Emby,
+    Plex,
+    Oidc,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::Jellyfin => "jellyfin",
+            Section::Emby => "emby",
+            Section::Plex => "plex",
+            Section::Oidc => "oidc",
+        }
+    }
+}
+
+/// Checks an `http` or `https` URL.
+fn check_url(u: &Spanned<String>, key: &str, errs: &mut Problems) {
+    let ok = reqwest::Url::parse(u.get_ref())
+        .is_ok_and(|parsed| matches!(parsed.scheme(), "http" | "https"));
+    if !ok {
+        errs.push(u.span(), format!("{key}: not an http or https URL"));
+    }
+}
+
+fn build_account(
+    section: Section,
+    raw: Spanned<RawAccount>,
+    errs: &mut Problems,
+) -> Option<AccountConfig> {
+    let span = raw.span();
+    let (line, _) = errs.line_col(span.start);
+    let raw = raw.into_inner();
+    let before = errs.list.len();
+    let name = section.name();
+
+    // Keys of other kinds of section, present here.
+    let media = matches!(section, Section::Jellyfin | Section::Emby);
+    let foreign: [(Option<Range<usize>>, &str, bool); 20] = [
+        (raw.url.as_ref().map(Spanned::span), "url", media),
+        (
+            raw.local_networks.as_ref().map(Spanned::span),
+            "local_networks",
+            media,
+        ),
+        (
+            raw.server.as_ref().map(Spanned::span),
+            "server",
+            section == Section::Plex,
+        ),
+        (
+            raw.api_url.as_ref().map(Spanned::span),
+            "api_url",
+            section == Section::Plex,
+        ),
+        (
+            raw.password_login.as_ref().map(Spanned::span),
+            "password_login",
+            section == Section::Plex,
+        ),
+        (
+            raw.discovery_url.as_ref().map(Spanned::span),
+            "discovery_url",
+            section == Section::Oidc,
+        ),
+        (
+            raw.token_endpoint.as_ref().map(Spanned::span),
+            "token_endpoint",
+            section == Section::Oidc,
+        ),
+        (
+            raw.client_id.as_ref().map(Spanned::span),
+            "client_id",
+            section == Section::Oidc,
+        ),
+        (
+            raw.client_secret.as_ref().map(Spanned::span),
+            "client_secret",
+            section == Section::Oidc,
+        ),
+        (
+            raw.client_secret_file.as_ref().map(Spanned::span),
+            "client_secret_file",
+            section == Section::Oidc,
+        ),
+        (
+            raw.client_secret_env.as_ref().map(Spanned::span),
+            "client_secret_env",
+            section == Section::Oidc,
+        ),
+        (
+            raw.scope.as_ref().map(Spanned::span),
+            "scope",
+            section == Section::Oidc,
+        ),
+        (
+            raw.claim_key.as_ref().map(Spanned::span),
+            "claim_key",
+            section == Section::Oidc,
+        ),
+        (
+            raw.identity_claim.as_ref().map(Spanned::span),
+            "identity_claim",
+            section == Section::Oidc,
+        ),
+        (
+            raw.issuer.as_ref().map(Spanned::span),
+            "issuer",
+            section == Section::Oidc,
+        ),
+        (
+            raw.audience.as_ref().map(Spanned::span),
+            "audience",
+            section == Section::Oidc,
+        ),
+        (
+            raw.require_exp.as_ref().map(Spanned::span),
+            "require_exp",
+            section == Section::Oidc,
+        ),
+        (
+            raw.leeway_secs.as_ref().map(Spanned::span),
+            "leeway_secs",
+            section == Section::Oidc,
+        ),
+        (
+            raw.refresh_interval_secs.as_ref().map(Spanned::span),
+            "refresh_interval_secs",
+            section == Section::Oidc,
+        ),
+        (
+            raw.max_stale_secs.as_ref().map(Spanned::span),
+            "max_stale_secs",
+            section == Section::Oidc,
+        ),
+    ];
+    for (key_span, key, allowed) in foreign {
+        if let (Some(key_span), false) = (key_span, allowed) {
+            errs.push(key_span, format!("{key} is not a [{name}] key"));
+        }
+    }
+    if section != Section::Oidc {
+        if let Some(roles) = &raw.roles {
+            errs.push(roles.span(), format!("roles is not a [{name}] key"));
+        }
+    } else {
+        for (key, value) in [
+            ("permissions", raw.permissions.as_ref().map(Spanned::span)),
+            (
+                "admin_permissions",
+                raw.admin_permissions.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(key_span) = value {
+                errs.push(
+                    key_span,
+                    format!("{key} is not an [oidc] key: the token's claim and [[oidc.roles]] give permissions"),
+                );
+            }
+        }
+    }
+
+    let settings = build_account_settings(&raw, section, errs);
+    let kind = match section {
+        Section::Jellyfin | Section::Emby => {
+            let url = raw.url.as_ref();
+            match url {
+                Some(u) => check_url(u, "url", errs),
+                None => errs.push(span.clone(), format!("[{name}] needs url")),
+            }
+            let url = url.map(|u| u.get_ref().clone()).unwrap_or_default();
+            if section == Section::Jellyfin {
+                AccountKind::Jellyfin { url }
+            } else {
+                AccountKind::Emby { url }
+            }
+        }
+        Section::Plex => {
+            let server = match &raw.server {
+                Some(s) if !s.get_ref().is_empty() => s.get_ref().clone(),
+                Some(s) => {
+                    errs.push(s.span(), "server: must not be empty".into());
+                    String::new()
+                }
+                None => {
+                    errs.push(
+                        span.clone(),
+                        "[plex] needs server (the server's machine identifier or name)".into(),
+                    );
+                    String::new()
+                }
+            };
+            if let Some(u) = &raw.api_url {
+                check_url(u, "api_url", errs);
+            }
+            AccountKind::Plex {
+                api_url: raw
+                    .api_url
+                    .as_ref()
+                    .map_or_else(|| DEFAULT_API_URL.to_owned(), |u| u.get_ref().clone()),
+                server,
+                password_login: raw.password_login.as_ref().is_some_and(|b| *b.get_ref()),
+            }
+        }
+        Section::Oidc => build_oidc(raw, span, &settings, errs)?,
+    };
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(AccountConfig {
+        kind,
+        line,
+        settings,
+    })
+}
+
+fn build_account_settings(
+    raw: &RawAccount,
+    section: Section,
+    errs: &mut Problems,
+) -> AccountSettings {
+    let mut s = AccountSettings::default();
+    let day = 24 * 3600;
+    let num = |v: &Option<Spanned<i64>>| v.clone();
+    if let Some(n) = in_range(num(&raw.timeout_secs), "timeout_secs", 1, 60, errs) {
+        s.timeout = Duration::from_secs(n);
+    }
+    if let Some(n) = in_range(num(&raw.cache_ttl_secs), "cache_ttl_secs", 1, day, errs) {
+        s.cache_ttl = Duration::from_secs(n);
+    }
+    if let Some(n) = in_range(
+        num(&raw.failure_ttl_secs),
+        "failure_ttl_secs",
+        0,
+        3600,
+        errs,
+    ) {
+        s.failure_ttl = Duration::from_secs(n);
+    }
+    if let Some(n) = in_range(
+        num(&raw.stale_grace_secs),
+        "stale_grace_secs",
+        0,
+        30 * day,
+        errs,
+    ) {
+        s.stale_grace = Duration::from_secs(n);
+    }
+    if let Some(n) = in_range(
+        num(&raw.cache_capacity),
+        "cache_capacity",
+        1,
+        100_000_000,
+        errs,
+    ) {
+        s.cache_capacity = n;
+    }
+    if let Some(n) = in_range(num(&raw.max_failures), "max_failures", 1, 1000, errs) {
+        s.max_failures = n as u32;
+    }
+    if let Some(n) = in_range(
+        num(&raw.failure_window_secs),
+        "failure_window_secs",
+        1,
+        day,
+        errs,
+    ) {
+        s.failure_window = Duration::from_secs(n);
+    }
+    let perms = |list: &Option<Spanned<Vec<Spanned<RawPermission>>>>, errs: &mut Problems| {
+        list.as_ref().map(|l| {
+            l.get_ref()
+                .iter()
+                .filter_map(|p| build_permission(p.get_ref(), errs))
+                .collect::<Vec<_>>()
+        })
+    };
+    // A media-server account with no `permissions` key may watch: read and playback.
+    s.permissions = perms(&raw.permissions, errs).unwrap_or_else(|| {
+        if section == Section::Oidc {
+            Vec::new()
+        } else {
+            [Action::Read, Action::Playback]
+                .into_iter()
+                .map(|action| Permission {
+                    action,
+                    path: PathMatcher::Any,
+                })
+                .collect()
+        }
+    });
+    s.admin_permissions = perms(&raw.admin_permissions, errs).unwrap_or_default();
+    if let Some(list) = &raw.overrides {
+        for o in list.get_ref() {
+            if o.user.get_ref().is_empty() {
+                errs.push(o.user.span(), "user: must not be empty".into());
+            }
+            let permissions = o
+                .permissions
+                .iter()
+                .filter_map(|p| build_permission(p.get_ref(), errs))
+                .collect();
+            s.overrides.push(Override {
+                user: o.user.get_ref().to_lowercase(),
+                permissions,
+                replace: o.replace,
+            });
+        }
+    }
+    if let Some(list) = &raw.local_networks {
+        for net in list.get_ref() {
+            match parse_net(net.get_ref()) {
+                Some(n) => s.local_networks.push(n),
+                None => errs.push(
+                    net.span(),
+                    format!(
+                        "local_networks: {:?} is not an IP address or CIDR",
+                        net.get_ref()
+                    ),
+                ),
+            }
+        }
+    }
+    s
+}
+
+fn build_oidc(
+    raw: RawAccount,
+    span: Range<usize>,
+    settings: &AccountSettings,
+    errs: &mut Problems,
+) -> Option<AccountKind> {
+    let Some(discovery_url) = raw.discovery_url else {
+        errs.push(span, "[oidc] needs discovery_url".into());
+        return None;
+    };
+    if let Some(e) = &raw.token_endpoint {
+        check_url(e, "token_endpoint", errs);
+    }
+    let client_id = match raw.client_id {
+        Some(id) if !id.get_ref().is_empty() => id.into_inner(),
+        Some(id) => {
+            errs.push(id.span(), "client_id: must not be empty".into());
+            return None;
+        }
+        None => {
+            errs.push(span, "[oidc] needs client_id".into());
+            return None;
+        }
+    };
+    let client_secret = read_secret(
+        "client_secret",
+        raw.client_secret,
+        raw.client_secret_file,
+        raw.client_secret_env,
+        errs,
+    );
+    let identity_claim = raw
+        .identity_claim
+        .map_or_else(|| "preferred_username".to_owned(), Spanned::into_inner);
+    let jwt = RawJwt {
+        jwks_url: None,
+        discovery_url: Some(discovery_url),
+        claim_key: raw.claim_key.map(Spanned::into_inner),
+        identity_claim: Some(identity_claim),
+        issuer: raw.issuer.map(Spanned::into_inner),
+        audience: raw.audience.map(Spanned::into_inner),
+        require_exp: raw.require_exp.map(Spanned::into_inner),
+        leeway_secs: raw.leeway_secs,
+        fetch_timeout_secs: Some(Spanned::new(0..0, settings.timeout.as_secs() as i64)),
+        refresh_interval_secs: raw.refresh_interval_secs,
+        refetch_interval_secs: None,
+        max_stale_secs: raw.max_stale_secs,
+        cache_ttl_secs: None,
+        roles: raw.roles.map(Spanned::into_inner).unwrap_or_default(),
+    };
+    let jwt = build_jwt(Spanned::new(span, jwt), errs)?;
+    Some(AccountKind::Oidc {
+        jwt: Box::new(jwt),
+        client: OidcClient {
+            client_id,
+            client_secret: client_secret?,
+            scope: raw
+                .scope
+                .map_or_else(|| "openid".to_owned(), Spanned::into_inner),
+            token_endpoint: raw.token_endpoint.map(Spanned::into_inner),
+        },
+    })
+}
+
+/// A secret given inline (`KEY`), in a file (`KEY_file`, trailing newline removed) or in an
+/// environment variable (`KEY_env`): at most one of the three. `Some(None)`: none given.
+fn read_secret(
+    key: &str,
+    inline: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    env: Option<Spanned<String>>,
+    errs: &mut Problems,
+) -> Option<Option<Secret>> {
+    let given: Vec<_> = [&inline, &file, &env].into_iter().flatten().collect();
+    if given.len() > 1 {
+        errs.push(
+            given[1].span(),
+            format!("set one of {key}, {key}_file and {key}_env"),
+        );
+        return None;
+    }
+    let (value, span) = if let Some(v) = inline {
+        (v.get_ref().clone(), v.span())
+    } else if let Some(path) = file {
+        match std::fs::read_to_string(path.get_ref()) {
+            Ok(text) => (text.trim_end_matches(['\n', '\r']).to_owned(), path.span()),
+            Err(e) => {
+                errs.push(
+                    path.span(),
+                    format!("{key}_file: cannot read {:?}: {e}", path.get_ref()),
+                );
+                return None;
+            }
+        }
+    } else if let Some(var) = env {
+        match std::env::var(var.get_ref()) {
+            Ok(v) => (v, var.span()),
+            Err(_) => {
+                errs.push(
+                    var.span(),
+                    format!(
+                        "{key}_env: environment variable {:?} is not set",
+                        var.get_ref()
+                    ),
+                );
+                return None;
+            }
+        }
+    } else {
+        return Some(None);
+    };
+    if value.is_empty() {
+        errs.push(span, format!("{key}: must not be empty"));
+        return None;
+    }
+    Some(Some(Secret(value)))
 }
 
 fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
@@ -461,7 +989,7 @@ fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
     let permissions = raw
         .permissions
         .into_iter()
-        .filter_map(|p| build_permission(p.into_inner(), errs))
+        .filter_map(|p| build_permission(p.get_ref(), errs))
         .collect();
 
     if errs.list.len() > before {
@@ -484,7 +1012,7 @@ fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
-fn build_permission(raw: RawPermission, errs: &mut Problems) -> Option<Permission> {
+fn build_permission(raw: &RawPermission, errs: &mut Problems) -> Option<Permission> {
     let action = match raw.action.get_ref().parse::<Action>() {
         Ok(a) => Some(a),
         Err(e) => {

@@ -9,12 +9,14 @@
 //! viewer's next request costs a lookup.
 
 use std::fmt;
+use std::sync::Arc;
 
 use moka::sync::Cache;
 
 use crate::config::{Config, ServerConfig};
 use crate::credential::{Argon2Hash, Credential};
 use crate::request::Request;
+use crate::source::account::{AccountDeny, AccountSource, Credentials, Lookup, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtError, JwtOutcome};
 use crate::source::users::{UserName, Users};
 
@@ -25,6 +27,11 @@ pub enum Source {
     Users,
     /// A JWT verified against the `[jwt]` key set.
     Jwt,
+    Jellyfin,
+    Emby,
+    Plex,
+    /// A login exchanged at the `[oidc]` provider's token endpoint.
+    Oidc,
     /// Nothing recognised the request.
     None,
 }
@@ -34,6 +41,10 @@ impl Source {
         match self {
             Source::Users => "users",
             Source::Jwt => "jwt",
+            Source::Jellyfin => "jellyfin",
+            Source::Emby => "emby",
+            Source::Plex => "plex",
+            Source::Oidc => "oidc",
             Source::None => "none",
         }
     }
@@ -53,6 +64,9 @@ pub enum DenyReason {
     Busy,
     /// The request carried a JWT, and it was refused.
     Jwt(JwtError),
+    /// An account source recognised the credentials but refused the request, or could not be
+    /// asked.
+    Account(Source, AccountDeny),
 }
 
 impl fmt::Display for DenyReason {
@@ -65,6 +79,10 @@ impl fmt::Display for DenyReason {
             DenyReason::UnknownAction => f.write_str("unknown action"),
             DenyReason::Busy => f.write_str("busy: too many password verifications waiting"),
             DenyReason::Jwt(e) => write!(f, "jwt: {e}"),
+            DenyReason::Account(source, AccountDeny::Unreachable) => {
+                write!(f, "{} unreachable", source.as_str())
+            }
+            DenyReason::Account(source, e) => write!(f, "{}: {e}", source.as_str()),
         }
     }
 }
@@ -113,6 +131,26 @@ pub enum Step {
     /// The request's JWT names a key id we do not have: refetch the key set if allowed
     /// (`KeyStore::refetch_for_unknown_kid`), then call `resume_after_refetch`.
     RefetchKeys,
+    /// An account source must ask its upstream: `AccountSource::fetch`, then `resume_account`.
+    Account(AccountCall),
+}
+
+/// An upstream call to make for an account source.
+pub struct AccountCall {
+    /// Index into `Policy::accounts`.
+    pub source: usize,
+    pub key: u128,
+    pub creds: OwnedCredentials,
+    progress: Progress,
+}
+
+/// What the account sources asked so far have said, carried across steps.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    argon2_ran: bool,
+    /// The first source that could not be asked or refused a login as rate-limited: the deny
+    /// reason if no later source allows.
+    failed: Option<(Source, AccountDeny)>,
 }
 
 /// argon2 verifications to run; owns its data so it can move to another thread.
@@ -134,8 +172,8 @@ impl Argon2Work {
 pub struct Resume {
     index: u32,
     cache_key: [u8; 32],
-    /// The work was the decoy verification of a deny; its result is irrelevant.
-    decoy: bool,
+    /// The work was the decoy verification of this deny; its result is irrelevant.
+    decoy: Option<DenyReason>,
 }
 
 /// A ready-to-use configuration: users, index and caches.
@@ -147,6 +185,7 @@ pub struct Policy {
     /// Same cost as the configured argon2 passwords; see `Argon2Hash::decoy`.
     decoy: Option<Argon2Hash>,
     jwt: Option<Jwt>,
+    accounts: Vec<Arc<AccountSource>>,
 }
 
 impl Policy {
@@ -168,7 +207,17 @@ impl Policy {
             cache_secret: rand::random(),
             decoy,
             jwt: config.jwt.map(Jwt::new),
+            accounts: config
+                .accounts
+                .into_iter()
+                .map(|a| Arc::new(AccountSource::from_config(a)))
+                .collect(),
         }
+    }
+
+    /// The account sources, in the order they are asked.
+    pub fn accounts(&self) -> &[Arc<AccountSource>] {
+        &self.accounts
     }
 
     pub fn jwt(&self) -> Option<&Jwt> {
@@ -202,8 +251,8 @@ impl Policy {
 
     /// Continues a decision after its argon2 work ran.
     pub fn resume(&self, req: &Request, resume: Resume, passed: bool) -> Step {
-        if resume.decoy {
-            return Step::Done(self.deny(req));
+        if let Some(reason) = resume.decoy {
+            return Step::Done(Decision::Deny(reason));
         }
         if passed {
             self.verified.insert(resume.cache_key, ());
@@ -212,8 +261,20 @@ impl Policy {
         self.search(req, resume.index + 1, true)
     }
 
-    /// Runs a whole decision on this thread, argon2 included. For the CLI, tests and benches;
-    /// the server uses `crate::verifier` to keep argon2 off its async workers.
+    /// Continues a decision after an account source's upstream call; `answer` is what
+    /// `AccountSource::fetch` returned.
+    pub fn resume_account(&self, req: &Request, call: AccountCall, answer: Lookup) -> Step {
+        let mut progress = call.progress;
+        if let Some(step) = self.account_answer(req, call.source, answer, false, &mut progress) {
+            return step;
+        }
+        self.accounts_from(req, call.source + 1, progress)
+    }
+
+    /// Runs a whole decision on this thread, argon2 included, without network: an account
+    /// source that would have to ask its upstream counts as unreachable. For tests and benches;
+    /// the server uses `crate::verifier`, which keeps argon2 off its async workers and makes the
+    /// upstream calls.
     pub fn decide(&self, req: &Request) -> Decision {
         let mut step = self.begin(req);
         loop {
@@ -225,6 +286,9 @@ impl Policy {
                 }
                 // No fetching here: an unknown key id stays unknown.
                 Step::RefetchKeys => step = self.resume_after_refetch(req, false),
+                Step::Account(call) => {
+                    step = self.resume_account(req, call, Lookup::Unreachable);
+                }
             }
         }
     }
@@ -246,7 +310,7 @@ impl Policy {
             Resume {
                 index: found.index,
                 cache_key,
-                decoy: false,
+                decoy: None,
             },
         )
     }
@@ -268,21 +332,92 @@ impl Policy {
                 JwtOutcome::Deny(e) => return Step::Done(Decision::Deny(DenyReason::Jwt(e))),
             }
         }
+        let progress = Progress {
+            argon2_ran,
+            failed: None,
+        };
+        self.accounts_from(req, 0, progress)
+    }
+
+    /// Asks the account sources from `from` on, in config order. The first that recognises the
+    /// credentials decides; one that rejects them passes the request on.
+    fn accounts_from(&self, req: &Request, from: usize, mut progress: Progress) -> Step {
+        let creds = Credentials::of(req)
+            // A TOML user always wins over a remote account with the same name.
+            .filter(|c| !matches!(c, Credentials::Login { user, .. } if self.users.has_name(user)));
+        if let Some(creds) = creds {
+            for (i, source) in self.accounts.iter().enumerate().skip(from) {
+                if !source.accepts(&creds) {
+                    continue;
+                }
+                match source.lookup(&creds) {
+                    Lookup::Miss(key) => {
+                        return Step::Account(AccountCall {
+                            source: i,
+                            key,
+                            creds: creds.to_owned(),
+                            progress,
+                        })
+                    }
+                    answer => {
+                        if let Some(step) = self.account_answer(req, i, answer, true, &mut progress)
+                        {
+                            return step;
+                        }
+                    }
+                }
+            }
+        }
+        let reason = match progress.failed {
+            Some((source, deny)) => DenyReason::Account(source, deny),
+            None => self.deny_reason(req),
+        };
         match &self.decoy {
             // A deny that ran no argon2 would be quicker than a wrong password for a
             // known argon2 user; burn the same time so timing does not reveal user names.
-            Some(decoy) if !argon2_ran && req.has_credentials() => Step::Verify(
+            Some(decoy) if !progress.argon2_ran && req.has_credentials() => Step::Verify(
                 Argon2Work {
                     checks: vec![(decoy.clone(), req.password.to_string())],
                 },
                 Resume {
                     index: u32::MAX,
                     cache_key: [0; 32],
-                    decoy: true,
+                    decoy: Some(reason),
                 },
             ),
-            _ => Step::Done(self.deny(req)),
+            _ => Step::Done(Decision::Deny(reason)),
         }
+    }
+
+    /// Applies an account source's answer: a final step, or `None` to ask the next source.
+    fn account_answer(
+        &self,
+        req: &Request,
+        index: usize,
+        answer: Lookup,
+        cached: bool,
+        progress: &mut Progress,
+    ) -> Option<Step> {
+        let source = &self.accounts[index];
+        let failed = match answer {
+            Lookup::Granted { grant, stale } => {
+                return Some(Step::Done(match source.permits(&grant, req) {
+                    Ok(()) => Decision::Allow {
+                        user: grant.name.clone(),
+                        source: source.kind,
+                        rule: None,
+                        cached: cached || stale,
+                    },
+                    Err(deny) => Decision::Deny(DenyReason::Account(source.kind, deny)),
+                }))
+            }
+            Lookup::Rejected => return None,
+            Lookup::Limited => AccountDeny::TooManyFailures,
+            // `fetch` never answers `Miss`; if it did, fail closed.
+            Lookup::Unreachable | Lookup::Miss(_) => AccountDeny::Unreachable,
+        };
+        progress.failed.get_or_insert((source.kind, failed));
+        None
     }
 
     /// Keyed hash of what a cached verification vouches for. The key is random per process, so
@@ -308,12 +443,12 @@ impl Policy {
         }
     }
 
-    fn deny(&self, req: &Request) -> Decision {
-        Decision::Deny(if req.has_credentials() {
+    fn deny_reason(&self, req: &Request) -> DenyReason {
+        if req.has_credentials() {
             DenyReason::NoMatch
         } else {
             DenyReason::NoCredentials
-        })
+        }
     }
 }
 
@@ -372,7 +507,7 @@ mod tests {
         let req = Request::new(Action::Read, "cam", "10.0.0.1", "nobody", "testpass");
         assert!(matches!(
             p.begin(&req),
-            Step::Verify(_, Resume { decoy: true, .. })
+            Step::Verify(_, Resume { decoy: Some(_), .. })
         ));
         assert_eq!(p.decide(&req), Decision::Deny(DenyReason::NoMatch));
         let anonymous = Request::new(Action::Read, "cam", "10.0.0.1", "", "");

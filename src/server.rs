@@ -89,6 +89,9 @@ pub fn start(
     if let Some(jwt) = state.policy.jwt() {
         actix_web::rt::spawn(Arc::clone(&jwt.keys).run_refresh_loop());
     }
+    for source in state.policy.accounts() {
+        actix_web::rt::spawn(Arc::clone(source).run_background());
+    }
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -182,6 +185,24 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "keys_age_secs": jwt.keys.age().map(|a| a.as_secs()),
             "fetches": jwt.keys.fetches.load(Ordering::Relaxed),
             "fetch_failures": jwt.keys.failures.load(Ordering::Relaxed),
+        });
+    }
+    for source in state.policy.accounts() {
+        let name = source.name();
+        if !source.is_ready() {
+            waiting_for.push(name);
+        }
+        let stats = &source.stats;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        body[name] = serde_json::json!({
+            "ready": source.is_ready(),
+            "upstream_calls": n(&stats.upstream_calls),
+            "upstream_errors": n(&stats.upstream_errors),
+            "rejections": n(&stats.rejections),
+            "cache_hits": n(&stats.cache_hits),
+            "cache_misses": n(&stats.cache_misses),
+            "stale_served": n(&stats.stale_served),
+            "rate_limited": n(&stats.limited),
         });
     }
     let ready = waiting_for.is_empty();

@@ -55,8 +55,8 @@ impl Verifier {
         .map_err(|_| Busy)
     }
 
-    /// Drives a decision to its end, running argon2 steps here and key refetches when a JWT
-    /// names an unknown key.
+    /// Drives a decision to its end, running argon2 steps here, key refetches when a JWT
+    /// names an unknown key, and account sources' upstream calls.
     pub async fn decide(&self, policy: &Policy, req: &Request<'_>) -> Decision {
         let mut step = policy.begin(req);
         loop {
@@ -72,6 +72,11 @@ impl Verifier {
                         None => false,
                     };
                     step = policy.resume_after_refetch(req, changed);
+                }
+                Step::Account(call) => {
+                    let source = &policy.accounts()[call.source];
+                    let answer = source.fetch(call.key, &call.creds).await;
+                    step = policy.resume_account(req, call, answer);
                 }
             }
         }

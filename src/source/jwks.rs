@@ -18,8 +18,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
-/// Largest JWKS or discovery document accepted.
-pub const MAX_DOCUMENT: usize = 1024 * 1024;
+use crate::source::upstream::{self, UpstreamError};
+
+pub use crate::source::upstream::MAX_DOCUMENT;
 
 /// Where the keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,18 +57,16 @@ pub struct KeySet {
     pub keys: Vec<Key>,
     /// The discovery document's issuer, if keys came through one.
     pub discovered_issuer: Option<String>,
+    /// The discovery document's `token_endpoint`, for the OIDC password source.
+    pub token_endpoint: Option<String>,
     pub fetched_at: Instant,
 }
 
 /// Why a fetch failed; logged, never shown to clients.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("request failed: {0}")]
-    Http(String),
-    #[error("answered HTTP {0}")]
-    Status(u16),
-    #[error("document larger than {MAX_DOCUMENT} bytes")]
-    TooLarge,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     #[error("not a valid document: {0}")]
     Invalid(String),
     #[error(
@@ -95,11 +94,7 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(source: KeySource, configured_issuer: Option<String>, policy: FetchPolicy) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .user_agent(concat!("mtx-auth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("static client settings are valid");
+        let http = upstream::client(policy.timeout);
         KeyStore {
             source,
             configured_issuer,
@@ -199,8 +194,8 @@ impl KeyStore {
     }
 
     async fn fetch(&self) -> Result<KeySet, FetchError> {
-        let (jwks_url, discovered_issuer) = match &self.source {
-            KeySource::Jwks(url) => (url.clone(), None),
+        let (jwks_url, discovered_issuer, token_endpoint) = match &self.source {
+            KeySource::Jwks(url) => (url.clone(), None, None),
             KeySource::Discovery(url) => {
                 let doc = self.get_json(url).await?;
                 let jwks_uri = doc["jwks_uri"]
@@ -221,7 +216,8 @@ impl KeyStore {
                         });
                     }
                 }
-                (jwks_uri, Some(issuer))
+                let token_endpoint = doc["token_endpoint"].as_str().map(str::to_owned);
+                (jwks_uri, Some(issuer), token_endpoint)
             }
         };
         let doc = self.get_json(&jwks_url).await?;
@@ -229,55 +225,21 @@ impl KeyStore {
         Ok(KeySet {
             keys,
             discovered_issuer,
+            token_endpoint,
             fetched_at: Instant::now(),
         })
     }
 
     /// GETs a JSON document of at most `MAX_DOCUMENT` bytes.
     async fn get_json(&self, url: &str) -> Result<Value, FetchError> {
-        let mut resp = self
+        let resp = self
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| FetchError::Http(without_url(e)))?;
-        if !resp.status().is_success() {
-            return Err(FetchError::Status(resp.status().as_u16()));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT as u64)
-        {
-            return Err(FetchError::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Http(without_url(e)))?
-        {
-            if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body).map_err(|e| FetchError::Invalid(e.to_string()))
+            .map_err(UpstreamError::from)?;
+        Ok(upstream::success_json(resp).await?)
     }
-}
-
-/// reqwest's error text without the URL (which an operator already knows, and which may carry
-/// credentials in its query).
-fn without_url(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "body could not be read"
-    } else {
-        "failed"
-    };
-    kind.to_owned()
 }
 
 /// The usable signing keys of a JWKS document. Keys we cannot use (symmetric, encryption,

@@ -105,6 +105,15 @@ pub enum JwtOutcome {
     Deny(JwtError),
 }
 
+/// What a verified token says, for callers outside this module.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub identity: String,
+    pub permissions: Vec<Permission>,
+    /// Time left until `exp`, if it has one.
+    pub valid_for: Option<Duration>,
+}
+
 /// A verified token's content, as cached.
 struct Verified {
     identity: String,
@@ -191,6 +200,19 @@ impl Jwt {
             }
             Err(e) => JwtOutcome::Deny(e),
         }
+    }
+
+    /// Verifies a token this process obtained itself (the OIDC password source), with the same
+    /// checks and mapping as a client's token. No caching: the caller caches the result.
+    pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+        let v = self.verify(token, unix_now())?;
+        Ok(VerifiedToken {
+            valid_for: v
+                .exp
+                .map(|exp| Duration::from_secs(exp.saturating_sub(unix_now()))),
+            identity: v.identity,
+            permissions: v.permissions,
+        })
     }
 
     /// The cache is keyed by a keyed hash of the token's *signature* segment: the part that

@@ -1,7 +1,14 @@
 //! Identity sources: where a request's credentials are recognised.
 //!
-//! They are asked in a fixed order: TOML users first (a TOML user always wins), then JWTs.
+//! They are asked in a fixed order: TOML users first (a TOML user always wins), then JWTs, then
+//! the account sources (Jellyfin, Emby, Plex, OIDC password login) in the order their sections
+//! appear in the config.
 
+pub mod account;
 pub mod jwks;
 pub mod jwt;
+pub mod mediabrowser;
+pub mod oidc;
+pub mod plex;
+pub mod upstream;
 pub mod users;

@@ -157,6 +157,16 @@ impl Users {
         users
     }
 
+    /// Whether a user with this plain or `sha256:` name is configured. Account sources leave
+    /// such names alone: a TOML user always wins over a remote account of the same name.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.by_plain.contains_key(name)
+            || (!self.by_sha256.is_empty()
+                && self
+                    .by_sha256
+                    .contains_key(&<[u8; 32]>::from(Sha256::digest(name.as_bytes()))))
+    }
+
     pub fn get(&self, index: u32) -> &User {
         &self.list[index as usize]
     }

@@ -1,0 +1,672 @@
+//! What every account source (Jellyfin, Emby, Plex, OIDC password login) shares, written once:
+//! which credentials a request carries, the cache, coalescing, outages and failure limits.
+//!
+//! A source's own module only knows how to ask its upstream "who is this?"; this module turns
+//! the answer into a decision and keeps the upstream out of the hot path:
+//!
+//! - **Cache.** An answer is kept per (source, kind, user, secret), keyed by a keyed hash so the
+//!   secret is never stored: a success for `cache_ttl`, a wrong password for `failure_ttl`.
+//! - **Coalescing.** Concurrent identical checks share one upstream call: 100 viewers opening a
+//!   stream with the same account make one login.
+//! - **Outages.** A timeout, 5xx or garbage never counts as wrong credentials. The source is
+//!   then skipped for a couple of seconds (so a hanging upstream doesn't cost every request the
+//!   full timeout), a success younger than `stale_grace` is served, and otherwise the request is
+//!   denied as unreachable.
+//! - **Failure limit.** Media servers lock an account after a few failed logins. Anyone who can
+//!   reach MediaMTX could lock a household's account through us by guessing, so after
+//!   `max_failures` rejected logins for a user name within `failure_window`, further logins for
+//!   that name are denied here without calling the upstream. A cached success still works.
+//!
+//! The lookup (`AccountSource::lookup`) is synchronous and allocation-free, for the policy's hot
+//! path; the upstream call (`AccountSource::fetch`) is async and run by the verifier.
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use moka::sync::Cache;
+use tokio::sync::OnceCell;
+
+use crate::permission::{self, Permission};
+use crate::policy::Source;
+use crate::request::Request;
+use crate::source::jwt::looks_like_jwt;
+use crate::source::jwt::{Jwt, JwtConfig};
+use crate::source::mediabrowser::{Flavor, MediaBrowser};
+use crate::source::oidc::{OidcClient, OidcPassword};
+use crate::source::plex::Plex;
+use crate::source::upstream::UpstreamError;
+
+/// How long a source is skipped after its upstream failed.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The credentials an account source can check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials<'r> {
+    /// A user name and a password.
+    Login { user: &'r str, password: &'r str },
+    /// An access token: the `token` field without a password, or a password without a user
+    /// name (`rtsp://:TOKEN@host/…`).
+    Token(&'r str),
+}
+
+impl<'r> Credentials<'r> {
+    /// MediaMTX copies the password into `token`, so a password makes this a login; a token
+    /// alone is a token. JWT-shaped tokens belong to the JWT source.
+    pub fn of(req: &'r Request) -> Option<Self> {
+        let (user, password, token) = (&*req.user, &*req.password, &*req.token);
+        let creds = match (user.is_empty(), password.is_empty()) {
+            (false, false) => Credentials::Login { user, password },
+            (true, false) => Credentials::Token(password),
+            (_, true) if !token.is_empty() => Credentials::Token(token),
+            _ => return None,
+        };
+        match creds {
+            Credentials::Token(t) if looks_like_jwt(t) => None,
+            c => Some(c),
+        }
+    }
+
+    pub fn to_owned(self) -> OwnedCredentials {
+        match self {
+            Credentials::Login { user, password } => OwnedCredentials::Login {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            },
+            Credentials::Token(t) => OwnedCredentials::Token(t.to_owned()),
+        }
+    }
+}
+
+/// Credentials that can move into an upstream call.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OwnedCredentials {
+    Login { user: String, password: String },
+    Token(String),
+}
+
+impl fmt::Debug for OwnedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OwnedCredentials::Login { user, .. } => {
+                write!(f, "Login {{ user: {user:?}, password: <redacted> }}")
+            }
+            OwnedCredentials::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// What an upstream says about valid credentials.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The account's name as the upstream spells it; what we answer and log.
+    pub name: String,
+    /// Server administrator (Jellyfin/Emby) or server owner (Plex).
+    pub admin: bool,
+    /// False when the media server forbids this account remote access; honoured only with
+    /// `local_networks` (the media server sees our address, not the viewer's).
+    pub remote_access: bool,
+    /// Permissions the upstream decided itself (OIDC tokens); `None` means the config's.
+    pub permissions: Option<Vec<Permission>>,
+    /// When the upstream's grant ends (an OIDC token's `exp`), if before `cache_ttl`.
+    pub valid_for: Option<Duration>,
+}
+
+/// Why an upstream did not vouch for credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// Wrong credentials, a disabled account, or no access to the server: a real "no".
+    #[error("rejected: {0}")]
+    Rejected(&'static str),
+    /// The upstream could not answer (down, slow, 5xx, garbage): never read as a "no".
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+}
+
+impl From<UpstreamError> for CheckError {
+    fn from(e: UpstreamError) -> Self {
+        CheckError::Unreachable(e.to_string())
+    }
+}
+
+/// A checked account, as cached.
+#[derive(Debug)]
+pub struct Grant {
+    pub name: String,
+    pub permissions: Vec<Permission>,
+    pub remote_access: bool,
+    pub expires: Instant,
+}
+
+/// `[[<source>.overrides]]`: permissions for one account by name.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// Lower-cased: names compare without regard to case, as the media servers compare them.
+    pub user: String,
+    pub permissions: Vec<Permission>,
+    /// Replace the account's permissions instead of adding to them.
+    pub replace: bool,
+}
+
+/// The keys every account section shares, checked.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub permissions: Vec<Permission>,
+    pub admin_permissions: Vec<Permission>,
+    pub overrides: Vec<Override>,
+    /// With entries, accounts without remote access are allowed only from these networks.
+    pub local_networks: Vec<IpNet>,
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    pub failure_ttl: Duration,
+    pub stale_grace: Duration,
+    pub cache_capacity: u64,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        AccountSettings {
+            permissions: Vec::new(),
+            admin_permissions: Vec::new(),
+            overrides: Vec::new(),
+            local_networks: Vec::new(),
+            timeout: Duration::from_secs(3),
+            cache_ttl: Duration::from_secs(300),
+            failure_ttl: Duration::from_secs(10),
+            stale_grace: Duration::from_secs(3600),
+            cache_capacity: 100_000,
+            // Jellyfin locks an account at its third failed login.
+            max_failures: 2,
+            failure_window: Duration::from_secs(900),
+        }
+    }
+}
+
+/// An account section, checked.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub kind: AccountKind,
+    /// The section's line in the file.
+    pub line: usize,
+    pub settings: AccountSettings,
+}
+
+#[derive(Debug, Clone)]
+pub enum AccountKind {
+    Jellyfin {
+        url: String,
+    },
+    Emby {
+        url: String,
+    },
+    Plex {
+        api_url: String,
+        server: String,
+        password_login: bool,
+    },
+    Oidc {
+        jwt: Box<JwtConfig>,
+        client: OidcClient,
+    },
+}
+
+/// The upstream behind a source.
+pub enum Backend {
+    MediaBrowser(MediaBrowser),
+    Plex(Plex),
+    Oidc(Box<OidcPassword>),
+}
+
+impl Backend {
+    async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
+        match self {
+            Backend::MediaBrowser(b) => b.check(creds).await,
+            Backend::Plex(b) => b.check(creds).await,
+            Backend::Oidc(b) => b.check(creds).await,
+        }
+    }
+
+    /// Asks the upstream something cheap and public, to learn that it answers at all.
+    async fn probe(&self) -> Result<(), String> {
+        match self {
+            Backend::MediaBrowser(b) => b.probe().await,
+            Backend::Plex(b) => b.probe().await,
+            // Its key refresh tells.
+            Backend::Oidc(_) => Ok(()),
+        }
+    }
+
+    fn accepts(&self, creds: &Credentials) -> bool {
+        match self {
+            // The password grant takes a user name and password only.
+            Backend::Oidc(_) => matches!(creds, Credentials::Login { .. }),
+            Backend::MediaBrowser(b) => {
+                b.checks_tokens() || matches!(creds, Credentials::Login { .. })
+            }
+            Backend::Plex(_) => true,
+        }
+    }
+}
+
+/// Counters for `/readyz` and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub upstream_calls: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub rejections: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub limited: AtomicU64,
+}
+
+/// An upstream's answer, as cached.
+#[derive(Debug, Clone)]
+enum Answer {
+    Granted(Arc<Grant>),
+    Rejected,
+    Unreachable,
+}
+
+/// One cache entry. Concurrent callers for the same key wait on the same cell, so one of them
+/// calls the upstream.
+#[derive(Default)]
+struct Slot {
+    answer: OnceCell<(Answer, Instant)>,
+}
+
+/// What the cache knows, without calling anyone.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A valid answer: decide with it. `stale` when served during an outage.
+    Granted { grant: Arc<Grant>, stale: bool },
+    /// These credentials were rejected moments ago.
+    Rejected,
+    /// Too many rejected logins for this user name recently.
+    Limited,
+    /// The upstream is failing and no recent success covers these credentials.
+    Unreachable,
+    /// The upstream must be asked: `AccountSource::fetch` with this key.
+    Miss(u128),
+}
+
+/// A configured account source.
+pub struct AccountSource {
+    pub kind: Source,
+    /// The section's line in the config, for `explain`.
+    pub line: usize,
+    backend: Backend,
+    settings: AccountSettings,
+    slots: Cache<u128, Arc<Slot>>,
+    /// Successes kept for `stale_grace`, used only while the upstream fails.
+    last_good: Cache<u128, Arc<Grant>>,
+    /// Rejected logins per lower-cased user name, counted from the first for `failure_window`.
+    failures: Cache<String, Arc<AtomicU32>>,
+    hasher: [std::collections::hash_map::RandomState; 2],
+    /// Milliseconds since `started` until which the upstream is considered down.
+    down_until: AtomicU64,
+    started: Instant,
+    answered: AtomicBool,
+    pub stats: Stats,
+}
+
+impl AccountSource {
+    pub fn from_config(config: AccountConfig) -> Self {
+        let timeout = config.settings.timeout;
+        let (kind, backend) = match config.kind {
+            AccountKind::Jellyfin { url } => (
+                Source::Jellyfin,
+                Backend::MediaBrowser(MediaBrowser::new(Flavor::Jellyfin, &url, timeout)),
+            ),
+            AccountKind::Emby { url } => (
+                Source::Emby,
+                Backend::MediaBrowser(MediaBrowser::new(Flavor::Emby, &url, timeout)),
+            ),
+            AccountKind::Plex {
+                api_url,
+                server,
+                password_login,
+            } => (
+                Source::Plex,
+                Backend::Plex(Plex::new(&api_url, &server, password_login, timeout)),
+            ),
+            AccountKind::Oidc { jwt, client } => (
+                Source::Oidc,
+                Backend::Oidc(Box::new(OidcPassword::new(Jwt::new(*jwt), client, timeout))),
+            ),
+        };
+        AccountSource::new(kind, config.line, backend, config.settings)
+    }
+
+    pub fn new(kind: Source, line: usize, backend: Backend, settings: AccountSettings) -> Self {
+        AccountSource {
+            kind,
+            line,
+            backend,
+            slots: Cache::builder()
+                .max_capacity(settings.cache_capacity)
+                .time_to_live(settings.cache_ttl)
+                .build(),
+            last_good: Cache::builder()
+                .max_capacity(settings.cache_capacity)
+                .time_to_live(settings.stale_grace.max(Duration::from_millis(1)))
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(settings.cache_capacity)
+                .time_to_live(settings.failure_window)
+                .build(),
+            settings,
+            hasher: Default::default(),
+            down_until: AtomicU64::new(0),
+            started: Instant::now(),
+            answered: AtomicBool::new(false),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind.as_str()
+    }
+
+    pub fn accepts(&self, creds: &Credentials) -> bool {
+        self.backend.accepts(creds)
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// True once the upstream has answered anything (a probe or a check).
+    pub fn is_ready(&self) -> bool {
+        match &self.backend {
+            Backend::Oidc(o) => o.jwt.keys.is_ready(),
+            _ => self.answered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keyed 128-bit hash of what a cached answer vouches for. Two independent SipHash keys,
+    /// random per process: nothing in memory lets anyone test a guess offline, and a guess
+    /// that collides with a cached entry would take ~2^128 tries.
+    fn key(&self, creds: &Credentials) -> u128 {
+        let hash = |h: &std::collections::hash_map::RandomState| match creds {
+            Credentials::Login { user, password } => h.hash_one((0u8, user, password)),
+            Credentials::Token(t) => h.hash_one((1u8, t)),
+        };
+        (u128::from(hash(&self.hasher[0])) << 64) | u128::from(hash(&self.hasher[1]))
+    }
+
+    /// Answers from memory if it can. Never calls the upstream.
+    pub fn lookup(&self, creds: &Credentials) -> Lookup {
+        let key = self.key(creds);
+        if let Some(slot) = self.slots.get(&key) {
+            match slot.answer.get() {
+                Some((Answer::Granted(grant), _)) if grant.expires > Instant::now() => {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Granted {
+                        grant: Arc::clone(grant),
+                        stale: false,
+                    };
+                }
+                Some((Answer::Rejected, at)) if at.elapsed() < self.settings.failure_ttl => {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Rejected;
+                }
+                _ => {}
+            }
+        }
+        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        if self.is_down() {
+            return self.stale(key);
+        }
+        if let Credentials::Login { user, .. } = creds {
+            if self.failures_for(user) >= self.settings.max_failures {
+                self.stats.limited.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Limited;
+            }
+        }
+        Lookup::Miss(key)
+    }
+
+    /// Asks the upstream (or waits for an identical call already under way) and returns what
+    /// the cache now knows. Only the caller that runs the call counts it.
+    pub async fn fetch(&self, key: u128, creds: &OwnedCredentials) -> Lookup {
+        let failure_ttl = self.settings.failure_ttl;
+        let slot = self
+            .slots
+            .entry(key)
+            .or_insert_with_if(Default::default, |slot: &Arc<Slot>| {
+                match slot.answer.get() {
+                    Some((Answer::Granted(g), _)) => g.expires <= Instant::now(),
+                    Some((Answer::Rejected, at)) => at.elapsed() >= failure_ttl,
+                    Some((Answer::Unreachable, _)) => true,
+                    // A call is under way: wait for it.
+                    None => false,
+                }
+            })
+            .into_value();
+        let (answer, _) = slot
+            .answer
+            .get_or_init(|| async { (self.call(key, creds).await, Instant::now()) })
+            .await;
+        match answer {
+            Answer::Granted(grant) => Lookup::Granted {
+                grant: Arc::clone(grant),
+                stale: false,
+            },
+            Answer::Rejected => Lookup::Rejected,
+            Answer::Unreachable => self.stale(key),
+        }
+    }
+
+    /// One upstream call, with its effects on counters, the failure limit and the stale store.
+    async fn call(&self, key: u128, creds: &OwnedCredentials) -> Answer {
+        self.stats.upstream_calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.backend.check(creds).await;
+        if !matches!(result, Err(CheckError::Unreachable(_))) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        match result {
+            Ok(identity) => {
+                if let OwnedCredentials::Login { user, .. } = creds {
+                    self.failures.invalidate(&user.to_lowercase());
+                }
+                let grant = Arc::new(self.grant(identity));
+                self.last_good.insert(key, Arc::clone(&grant));
+                Answer::Granted(grant)
+            }
+            Err(CheckError::Rejected(why)) => {
+                self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                if let OwnedCredentials::Login { user, .. } = creds {
+                    self.failures
+                        .get_with(user.to_lowercase(), Default::default)
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(source = self.name(), reason = why, "account rejected");
+                Answer::Rejected
+            }
+            Err(CheckError::Unreachable(why)) => {
+                self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                self.mark_down();
+                tracing::warn!(source = self.name(), error = %why, "upstream unavailable; denying unless a recent success is cached");
+                Answer::Unreachable
+            }
+        }
+    }
+
+    /// The permissions an identity gets: the upstream's own (OIDC), else `permissions` plus
+    /// `admin_permissions` for administrators; then the account's override.
+    fn grant(&self, identity: Identity) -> Grant {
+        let s = &self.settings;
+        let mut permissions = identity.permissions.unwrap_or_else(|| {
+            let mut p = s.permissions.clone();
+            if identity.admin {
+                p.extend(s.admin_permissions.iter().cloned());
+            }
+            p
+        });
+        let name = identity.name.to_lowercase();
+        if let Some(o) = s.overrides.iter().find(|o| o.user == name) {
+            if o.replace {
+                permissions.clear();
+            }
+            permissions.extend(o.permissions.iter().cloned());
+        }
+        let ttl = identity
+            .valid_for
+            .map_or(s.cache_ttl, |v| v.min(s.cache_ttl));
+        Grant {
+            name: identity.name,
+            permissions,
+            remote_access: identity.remote_access,
+            expires: Instant::now() + ttl,
+        }
+    }
+
+    /// During an outage: the last success for these credentials, if recent enough.
+    fn stale(&self, key: u128) -> Lookup {
+        match self.last_good.get(&key) {
+            Some(grant) => {
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                Lookup::Granted { grant, stale: true }
+            }
+            None => Lookup::Unreachable,
+        }
+    }
+
+    fn failures_for(&self, user: &str) -> u32 {
+        self.failures
+            .get(&user.to_lowercase())
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    fn is_down(&self) -> bool {
+        let until = self.down_until.load(Ordering::Relaxed);
+        until != 0 && (self.started.elapsed().as_millis() as u64) < until
+    }
+
+    fn mark_down(&self) {
+        let until = (self.started.elapsed() + RETRY_AFTER).as_millis() as u64;
+        self.down_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether a grant lets this request through: its permissions, and remote access.
+    pub fn permits(&self, grant: &Grant, req: &Request) -> Result<(), AccountDeny> {
+        if !grant.remote_access
+            && !self.settings.local_networks.is_empty()
+            && !req
+                .ip
+                .is_some_and(|ip| in_networks(&self.settings.local_networks, ip))
+        {
+            return Err(AccountDeny::RemoteAccess);
+        }
+        match req.action {
+            Some(action) if permission::any_matches(&grant.permissions, action, &req.path) => {
+                Ok(())
+            }
+            _ => Err(AccountDeny::NotPermitted),
+        }
+    }
+
+    /// What runs beside the server: the OIDC provider's key refresh, or for a media server a
+    /// probe every few seconds until it answers once (for `/readyz`).
+    pub async fn run_background(self: Arc<Self>) {
+        if let Backend::Oidc(o) = &self.backend {
+            return Arc::clone(&o.jwt.keys).run_refresh_loop().await;
+        }
+        while !self.is_ready() {
+            match self.backend.probe().await {
+                Ok(()) => {
+                    self.answered.store(true, Ordering::Relaxed);
+                    tracing::info!(source = self.name(), "upstream answered");
+                }
+                Err(e) => {
+                    tracing::warn!(source = self.name(), error = %e, "upstream not answering yet");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    }
+}
+
+fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// Why an account source denied a request it recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AccountDeny {
+    #[error("account not permitted this action and path")]
+    NotPermitted,
+    #[error("account has no remote access and the client is not on a local network")]
+    RemoteAccess,
+    #[error("too many failed logins for this user; try again later")]
+    TooManyFailures,
+    #[error("unreachable")]
+    Unreachable,
+}
+
+/// The stable identifier we present to an upstream for one account (Jellyfin's `DeviceId`,
+/// Plex's client identifier): ours alone, the same across restarts, and not the name itself.
+pub fn device_id(scope: &str, user: &str) -> String {
+    let mut h = blake3::Hasher::new_derive_key("mtx-auth 2026 upstream device id");
+    h.update(scope.as_bytes());
+    h.update(&[0]);
+    h.update(user.to_lowercase().as_bytes());
+    let hex = h.finalize().to_hex();
+    format!("mtx-auth-{}", &hex[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permission::Action;
+
+    #[test]
+    fn credentials_from_mediamtx_fields() {
+        let mut req = Request::new(Action::Read, "cam", "10.0.0.1", "alice", "pw");
+        req.token = "pw".into();
+        assert_eq!(
+            Credentials::of(&req),
+            Some(Credentials::Login {
+                user: "alice",
+                password: "pw"
+            })
+        );
+        let req = Request::new(Action::Read, "cam", "10.0.0.1", "", "tok");
+        assert_eq!(Credentials::of(&req), Some(Credentials::Token("tok")));
+        let mut req = Request::new(Action::Read, "cam", "10.0.0.1", "", "");
+        req.token = "tok".into();
+        assert_eq!(Credentials::of(&req), Some(Credentials::Token("tok")));
+        req.token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln".into();
+        assert_eq!(Credentials::of(&req), None);
+        let req = Request::new(Action::Read, "cam", "10.0.0.1", "alice", "");
+        assert_eq!(Credentials::of(&req), None);
+    }
+
+    #[test]
+    fn device_id_is_stable_per_user_and_hides_the_name() {
+        let a = device_id("http://jf:8096", "Alice");
+        assert_eq!(a, device_id("http://jf:8096", "alice"));
+        assert_ne!(a, device_id("http://jf:8096", "bob"));
+        assert_ne!(a, device_id("http://other:8096", "alice"));
+        assert!(!a.contains("alice"));
+        assert_eq!(a.len(), "mtx-auth-".len() + 32);
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Credentials::Login {
+            user: "alice",
+            password: "hunter2",
+        }
+        .to_owned();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", OwnedCredentials::Token("tok123".into())).contains("tok123"));
+    }
+}

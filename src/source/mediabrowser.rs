@@ -1,0 +1,222 @@
+//! Jellyfin and Emby accounts. Jellyfin is a fork of Emby ("MediaBrowser"): the same login and
+//! user objects, different headers.
+//!
+//! - A user name and password go to `POST /Users/AuthenticateByName`. The session that login
+//!   creates is ours: it carries a `DeviceId` derived from the user name (so the server's device
+//!   list holds one mtx-auth entry per user, and a new login replaces the last one instead of
+//!   adding to the list), and it is logged out at once.
+//! - An access token is checked with Jellyfin's current-user call (`GET /Users/Me`), and left
+//!   alone: it is the viewer's. Emby has no such call (only `GET /Users/{id}`, and a token
+//!   alone doesn't say whose it is), so Emby accounts log in with a name and password only.
+//! - Jellyfin 10.12 ignores the legacy `X-Emby-*` headers and answers such requests as
+//!   anonymous, so only `Authorization: MediaBrowser …` is sent to Jellyfin. Emby gets its own
+//!   `X-Emby-Authorization` / `X-Emby-Token`.
+//!
+//! A disabled account is a rejection even if the server let the login through.
+
+use serde::Deserialize;
+
+use crate::source::account::{device_id, CheckError, Identity, OwnedCredentials};
+use crate::source::upstream::{self, UpstreamError};
+
+/// Which of the two servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Jellyfin,
+    Emby,
+}
+
+pub struct MediaBrowser {
+    flavor: Flavor,
+    /// Without a trailing slash.
+    url: String,
+    http: reqwest::Client,
+}
+
+/// `AuthenticateByName`'s answer (`AuthenticationResult`), the fields we read.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AuthResult {
+    user: UserDto,
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UserDto {
+    name: String,
+    policy: UserPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UserPolicy {
+    is_administrator: bool,
+    is_disabled: bool,
+    #[serde(default = "yes")]
+    enable_remote_access: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MediaBrowser {
+    pub fn new(flavor: Flavor, url: &str, timeout: std::time::Duration) -> Self {
+        MediaBrowser {
+            flavor,
+            url: url.trim_end_matches('/').to_owned(),
+            http: upstream::client(timeout),
+        }
+    }
+
+    fn server_name(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Jellyfin => "jellyfin",
+            Flavor::Emby => "emby",
+        }
+    }
+
+    /// Jellyfin can tell whose a token is; Emby cannot.
+    pub fn checks_tokens(&self) -> bool {
+        self.flavor == Flavor::Jellyfin
+    }
+
+    pub async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
+        match creds {
+            OwnedCredentials::Login { user, password } => self.login(user, password).await,
+            OwnedCredentials::Token(token) if self.checks_tokens() => {
+                self.current_user(token).await
+            }
+            OwnedCredentials::Token(_) => Err(CheckError::Rejected("emby cannot check tokens")),
+        }
+    }
+
+    /// `GET /System/Info/Public`: answers without credentials on both servers.
+    pub async fn probe(&self) -> Result<(), String> {
+        let resp = self
+            .http
+            .get(format!("{}/System/Info/Public", self.url))
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from(e).to_string())?;
+        upstream::success_json(resp)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The client description the servers require on every call. `"` cannot occur in any of
+    /// our values (the device id is hex, the token is checked by the caller).
+    fn authorization(&self, device: &str, token: Option<&str>) -> (&'static str, String) {
+        let (header, scheme) = match self.flavor {
+            Flavor::Jellyfin => ("Authorization", "MediaBrowser"),
+            Flavor::Emby => ("X-Emby-Authorization", "Emby"),
+        };
+        let mut value = format!(
+            r#"{scheme} Client="mtx-auth", Device="mtx-auth", DeviceId="{device}", Version="{}""#,
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(token) = token {
+            value.push_str(&format!(r#", Token="{token}""#));
+        }
+        (header, value)
+    }
+
+    async fn login(&self, user: &str, password: &str) -> Result<Identity, CheckError> {
+        let device = device_id(&self.url, user);
+        let (header, value) = self.authorization(&device, None);
+        let resp = self
+            .http
+            .post(format!("{}/Users/AuthenticateByName", self.url))
+            .header(header, value)
+            .json(&serde_json::json!({ "Username": user, "Pw": password }))
+            .send()
+            .await
+            .map_err(UpstreamError::from)?;
+        match resp.status().as_u16() {
+            200 => {}
+            // 401: wrong name or password. 403: the account is disabled or locked out.
+            401 | 403 => return Err(CheckError::Rejected("login refused")),
+            status => return Err(UpstreamError::Status(status).into()),
+        }
+        let body = upstream::read_json(resp).await?;
+        let auth: AuthResult = serde_json::from_value(body)
+            .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
+        self.spawn_logout(device, auth.access_token);
+        identity(auth.user)
+    }
+
+    /// Ends the session our login created, in the background: the decision doesn't wait.
+    fn spawn_logout(&self, device: String, token: String) {
+        let url = format!("{}/Sessions/Logout", self.url);
+        let mut request = self.http.post(url);
+        request = match self.flavor {
+            Flavor::Jellyfin => {
+                let (header, value) = self.authorization(&device, Some(&token));
+                request.header(header, value)
+            }
+            Flavor::Emby => {
+                let (header, value) = self.authorization(&device, None);
+                request.header(header, value).header("X-Emby-Token", token)
+            }
+        };
+        let server = self.server_name();
+        tokio::spawn(async move {
+            match request.send().await {
+                Ok(resp) if resp.status().is_success() => {}
+                Ok(resp) => {
+                    tracing::debug!(server, status = resp.status().as_u16(), "logout refused")
+                }
+                Err(e) => tracing::debug!(server, error = %UpstreamError::from(e), "logout failed"),
+            }
+        });
+    }
+
+    /// Jellyfin's `GET /Users/Me` with the viewer's token.
+    async fn current_user(&self, token: &str) -> Result<Identity, CheckError> {
+        // A quote or control character would break out of the header value: not a token.
+        if token.is_empty()
+            || token.len() > 512
+            || !token.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
+        {
+            return Err(CheckError::Rejected("malformed token"));
+        }
+        let device = device_id(&self.url, "");
+        let mut request = self.http.get(format!("{}/Users/Me", self.url));
+        request = match self.flavor {
+            Flavor::Jellyfin => {
+                let (header, value) = self.authorization(&device, Some(token));
+                request.header(header, value)
+            }
+            Flavor::Emby => {
+                let (header, value) = self.authorization(&device, None);
+                request.header(header, value).header("X-Emby-Token", token)
+            }
+        };
+        let resp = request.send().await.map_err(UpstreamError::from)?;
+        match resp.status().as_u16() {
+            200 => {}
+            // 401: unknown token. 400: an API key, which names no user. 403: disabled.
+            400 | 401 | 403 => return Err(CheckError::Rejected("token refused")),
+            status => return Err(UpstreamError::Status(status).into()),
+        }
+        let body = upstream::read_json(resp).await?;
+        let user: UserDto = serde_json::from_value(body)
+            .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
+        identity(user)
+    }
+}
+
+fn identity(user: UserDto) -> Result<Identity, CheckError> {
+    if user.policy.is_disabled {
+        return Err(CheckError::Rejected("account disabled"));
+    }
+    Ok(Identity {
+        name: user.name,
+        admin: user.policy.is_administrator,
+        remote_access: user.policy.enable_remote_access,
+        permissions: None,
+        valid_for: None,
+    })
+}

@@ -1,0 +1,174 @@
+//! Plex accounts, checked against plex.tv.
+//!
+//! A plex.tv token identifies the account (`GET /api/v2/user`); the account's resource list
+//! (`GET /api/v2/resources`) says whether it may use the configured server, and whether it owns
+//! it. The token comes in the `token` field or as the password (any user name: RTSP clients need
+//! one). With `password_login = true`, a user name and password are instead exchanged for a token
+//! at `POST /api/v2/users/signin` first; Plex discourages that for third-party apps, hence opt-in.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::source::account::{device_id, CheckError, Identity, OwnedCredentials};
+use crate::source::upstream::{self, UpstreamError};
+
+pub const DEFAULT_API_URL: &str = "https://plex.tv";
+
+pub struct Plex {
+    /// Without a trailing slash.
+    api_url: String,
+    /// Machine identifier or name of the server whose users are let in.
+    server: String,
+    password_login: bool,
+    /// Our `X-Plex-Client-Identifier`: stable, ours alone.
+    client_id: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct PlexUser {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    title: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Resource {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    client_identifier: String,
+    #[serde(default)]
+    provides: String,
+    #[serde(default)]
+    owned: bool,
+}
+
+impl Plex {
+    pub fn new(
+        api_url: &str,
+        server: &str,
+        password_login: bool,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Plex {
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            server: server.to_owned(),
+            password_login,
+            client_id: device_id(api_url, server),
+            http: upstream::client(timeout),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.api_url))
+            .header("Accept", "application/json")
+            .header("X-Plex-Client-Identifier", &self.client_id)
+            .header("X-Plex-Product", "mtx-auth")
+            .header("X-Plex-Version", env!("CARGO_PKG_VERSION"))
+    }
+
+    pub async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
+        let signed_in;
+        let token = match creds {
+            OwnedCredentials::Token(token) => token.as_str(),
+            OwnedCredentials::Login { user, password } if self.password_login => {
+                signed_in = self.sign_in(user, password).await?;
+                signed_in.as_str()
+            }
+            OwnedCredentials::Login { password, .. } => password.as_str(),
+        };
+        if token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CheckError::Rejected("malformed token"));
+        }
+        let user: PlexUser = self.get(token, "/api/v2/user").await?;
+        let resources: Vec<Resource> = self
+            .get(token, "/api/v2/resources?includeHttps=1&includeRelay=1")
+            .await?;
+        let server = resources
+            .iter()
+            .filter(|r| r.provides.split(',').any(|p| p.trim() == "server"))
+            .find(|r| r.client_identifier == self.server || r.name == self.server)
+            .ok_or(CheckError::Rejected("no access to the configured server"))?;
+        let name = if user.username.is_empty() {
+            user.title
+        } else {
+            user.username
+        };
+        if name.is_empty() {
+            return Err(CheckError::from(UpstreamError::Invalid(
+                "user has no username".into(),
+            )));
+        }
+        Ok(Identity {
+            name,
+            admin: server.owned,
+            remote_access: true,
+            permissions: None,
+            valid_for: None,
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<T, CheckError> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .header("X-Plex-Token", token)
+            .send()
+            .await
+            .map_err(UpstreamError::from)?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 | 403 => return Err(CheckError::Rejected("token refused")),
+            status => return Err(UpstreamError::Status(status).into()),
+        }
+        let body = upstream::read_json(resp).await?;
+        serde_json::from_value(body)
+            .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))
+    }
+
+    async fn sign_in(&self, user: &str, password: &str) -> Result<String, CheckError> {
+        let resp = self
+            .request(reqwest::Method::POST, "/api/v2/users/signin")
+            .form(&[("login", user), ("password", password)])
+            .send()
+            .await
+            .map_err(UpstreamError::from)?;
+        match resp.status().as_u16() {
+            200 | 201 => {}
+            // 401: wrong login; 422/400: e.g. a two-factor code is needed.
+            400 | 401 | 403 | 422 => return Err(CheckError::Rejected("sign-in refused")),
+            status => return Err(UpstreamError::Status(status).into()),
+        }
+        let body: Value = upstream::read_json(resp).await?;
+        body["authToken"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                CheckError::from(UpstreamError::Invalid(
+                    "sign-in answer has no authToken".into(),
+                ))
+            })
+    }
+
+    /// Any HTTP answer from the user call without a token (plex.tv says 401) shows the API is
+    /// there.
+    pub async fn probe(&self) -> Result<(), String> {
+        let resp = self
+            .request(reqwest::Method::GET, "/api/v2/user")
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from(e).to_string())?;
+        match resp.status().as_u16() {
+            200 | 401 | 403 => Ok(()),
+            status => Err(UpstreamError::Status(status).to_string()),
+        }
+    }
+}
