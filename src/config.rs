@@ -1110,4 +1110,127 @@ pass = "x"
         assert_eq!(p.line_col(9), (3, 1));
         assert_eq!(Problems::new("t", "").line_col(0), (1, 1));
     }
+
+    #[test]
+    fn account_sections_keep_file_order() {
+        let c = Config::parse(
+            "[plex]\nserver = \"Home\"\n[jellyfin]\nurl = \"http://jf:8096\"\n[emby]\nurl = \"http://emby:8096\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let kinds: Vec<_> = c
+            .accounts
+            .iter()
+            .map(|a| match a.kind {
+                AccountKind::Plex { .. } => "plex",
+                AccountKind::Jellyfin { .. } => "jellyfin",
+                AccountKind::Emby { .. } => "emby",
+                AccountKind::Oidc { .. } => "oidc",
+            })
+            .collect();
+        assert_eq!(kinds, ["plex", "jellyfin", "emby"]);
+        assert_eq!(
+            c.accounts.iter().map(|a| a.line).collect::<Vec<_>>(),
+            [1, 3, 5]
+        );
+        // Defaults: read and playback for every account, nothing more.
+        let s = &c.accounts[1].settings;
+        assert_eq!(s.permissions.len(), 2);
+        assert!(s.admin_permissions.is_empty());
+        assert_eq!(s.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn account_section_problems_are_located() {
+        let p = problems(
+            r#"
+[jellyfin]
+server = "x"
+local_networks = ["10.0.0.0/33"]
+timeout_secs = 0
+
+[plex]
+url = "http://x"
+
+[oidc]
+discovery_url = "ftp://x"
+client_id = "c"
+client_secret = "a"
+client_secret_env = "B"
+permissions = [{ action = "read" }]
+
+[emby]
+url = "not a url"
+[[emby.overrides]]
+user = ""
+permissions = [{ action = "fly" }]
+"#,
+        );
+        let want = [
+            "t.toml:2:1: [jellyfin] needs url",
+            "t.toml:3:10: server is not a [jellyfin] key",
+            "t.toml:4:19: local_networks: \"10.0.0.0/33\" is not an IP address or CIDR",
+            "t.toml:5:16: timeout_secs must be between 1 and 60",
+            "t.toml:7:1: [plex] needs server",
+            "t.toml:8:7: url is not a [plex] key",
+            "t.toml:15:15: permissions is not an [oidc] key",
+            "t.toml:14:21: set one of client_secret, client_secret_file and client_secret_env",
+            "t.toml:11:17: discovery_url: not an http or https URL",
+            "t.toml:20:8: user: must not be empty",
+            "t.toml:21:27: action \"fly\"",
+            "t.toml:18:7: url: not an http or https URL",
+        ];
+        for w in want {
+            assert!(
+                p.iter().any(|p| p.starts_with(w)),
+                "missing {w:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn oidc_secret_from_file_or_environment() {
+        let dir = std::env::temp_dir().join(format!("mtx-auth-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, "from-file\r\n").unwrap();
+        let base = "[oidc]\ndiscovery_url = \"http://idp/.well-known/openid-configuration\"\nclient_id = \"c\"\n";
+        let secret_of = |line: &str| {
+            let c = Config::parse(&format!("{base}{line}\n"), "t.toml").unwrap();
+            match &c.accounts[0].kind {
+                AccountKind::Oidc { client, .. } => client.client_secret.clone().map(|s| s.0),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(
+            secret_of(&format!(
+                "client_secret_file = {:?}",
+                file.display().to_string()
+            )),
+            Some("from-file".into())
+        );
+        std::env::set_var("MTX_AUTH_UNIT_SECRET", "from-env");
+        assert_eq!(
+            secret_of("client_secret_env = \"MTX_AUTH_UNIT_SECRET\""),
+            Some("from-env".into())
+        );
+        assert_eq!(secret_of(""), None, "a public client");
+        let p = problems(&format!("{base}client_secret_file = \"/nonexistent/x\"\n"));
+        assert!(
+            p[0].starts_with("t.toml:4:22: client_secret_file: cannot read"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{base}client_secret_env = \"MTX_AUTH_UNSET_VAR_X\"\n"
+        ));
+        assert!(
+            p[0].starts_with("t.toml:4:21: client_secret_env: environment variable"),
+            "{p:?}"
+        );
+        // The secret never appears in Debug output.
+        let c = Config::parse(&format!("{base}client_secret = \"hunter2\"\n"), "t.toml").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -10,6 +10,7 @@
 //!   `authInternalUsers`, indexed by user name so 100,000 users cost the same as ten;
 //!   [`source::jwt`] verifies JWTs against the key set that [`source::jwks`] fetches, refreshes
 //!   and keeps through IdP outages.
+//! - [`cache`] is the hot-path cache of account answers: lock-free reads, expiring entries.
 //! - [`policy`] decides: it has no HTTP or async types, so tests, benches and `explain` call it
 //!   directly. argon2 work and JWKS refetches are returned to the caller as steps to run
 //!   elsewhere.
@@ -18,6 +19,7 @@
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
 //! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`).
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credential;

@@ -342,22 +342,28 @@ impl Policy {
     /// Asks the account sources from `from` on, in config order. The first that recognises the
     /// credentials decides; one that rejects them passes the request on.
     fn accounts_from(&self, req: &Request, from: usize, mut progress: Progress) -> Step {
-        let creds = Credentials::of(req)
-            // A TOML user always wins over a remote account with the same name.
-            .filter(|c| !matches!(c, Credentials::Login { user, .. } if self.users.has_name(user)));
-        if let Some(creds) = creds {
+        if let Some(creds) = Credentials::of(req) {
+            // A TOML user always wins over a remote account with the same name. Checked only
+            // before an upstream call: the caches hold nothing else.
+            let mut toml_name = None;
             for (i, source) in self.accounts.iter().enumerate().skip(from) {
                 if !source.accepts(&creds) {
                     continue;
                 }
                 match source.lookup(&creds) {
                     Lookup::Miss(key) => {
+                        let taken = *toml_name.get_or_insert_with(|| {
+                            matches!(creds, Credentials::Login { user, .. } if self.users.has_name(user))
+                        });
+                        if taken {
+                            break;
+                        }
                         return Step::Account(AccountCall {
                             source: i,
                             key,
                             creds: creds.to_owned(),
                             progress,
-                        })
+                        });
                     }
                     answer => {
                         if let Some(step) = self.account_answer(req, i, answer, true, &mut progress)

@@ -317,3 +317,30 @@ fn explain_names_the_deciding_user_or_why_none_did() {
     assert_eq!(code, 1);
     assert!(err.contains("JSON object"), "{err}");
 }
+
+#[test]
+fn explain_lists_the_account_sources_in_order() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let path = config_file(
+        "explain-accounts.toml",
+        &format!(
+            "[[users]]\nuser = \"admin\"\npass = \"pw\"\npermissions = [{{ action = \"api\" }}]\n\n\
+             [plex]\nserver = \"Home\"\napi_url = \"{url}\"\n\n[jellyfin]\nurl = \"{url}\"\ntimeout_secs = 1\n"
+        ),
+    );
+    let (code, out, _) =
+        run(bin().arg("explain").arg("--config").arg(&path).arg(
+            r#"{"user":"alice","password":"pw","action":"read","path":"cam","ip":"10.0.0.1"}"#,
+        ));
+    assert_eq!(code, 0);
+    assert!(out.starts_with("deny (401): plex unreachable"), "{out}");
+    // Config order, each section with its line (after the file's path).
+    assert!(
+        out.contains("sources in order: users (1 entries), then plex (")
+            && out.contains("explain-accounts.toml:6), then jellyfin (")
+            && out.contains("explain-accounts.toml:10)"),
+        "{out}"
+    );
+}

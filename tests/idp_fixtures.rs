@@ -1,6 +1,7 @@
 //! Self-tests of the identity-provider fixtures (tests/support/idp.rs, tests/support/oidc.rs):
-//! the keys sign what their JWKs verify, the fake IdP serves what each mode says, and a real
-//! OpenID provider issues JWT access tokens that verify against its own JWKS.
+//! the keys sign what their JWKs verify, the fake IdP serves what each mode says and answers the
+//! password grant as Keycloak does, and a real OpenID provider issues JWT access tokens that
+//! verify against its own JWKS.
 
 #[path = "support/idp.rs"]
 mod idp;
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use idp::{
-    authentik_claims, authentik_issuer, hs256_token, keycloak_claims, merged, token_claims,
-    token_header, unsigned_token, FakeIdp, JwksMode, KeyKind, TestKey,
+    authentik_claims, authentik_issuer, basic_authorization, hs256_token, keycloak_claims, merged,
+    token_claims, token_header, unsigned_token, FakeIdp, JwksMode, KeyKind, TestKey, TokenMode,
 };
 use jsonwebtoken::{decode, jwk::Jwk, Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
@@ -513,4 +514,756 @@ async fn real_openid_provider_es256_and_custom_permissions() {
         &provider.issuer,
     )
     .expect("verifies");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake IdP's token endpoint (password grant)
+// ---------------------------------------------------------------------------------------------
+
+const CLIENT: &str = "mediamtx";
+const SECRET: &str = "s3cret";
+
+/// A fake IdP signing with a fresh key of `kind`, with client `mediamtx`/`s3cret` and user
+/// alice/wonderland (with permissions and realm roles), bob/builder (no extra claims).
+fn password_idp(kind: KeyKind) -> (FakeIdp, TestKey) {
+    let key = TestKey::generate(kind, "signer");
+    let idp = FakeIdp::start_with_signer(key.clone());
+    idp.set_password_client(CLIENT, SECRET);
+    idp.add_password_user(
+        "alice",
+        "wonderland",
+        json!({
+            "mediamtx_permissions": permissions(),
+            "realm_access": {"roles": ["streamer"]},
+        }),
+    );
+    idp.add_password_user("bob", "builder", json!({}));
+    (idp, key)
+}
+
+/// The status, headers and JSON body (`Value::Null` when empty or not JSON) of a token request.
+struct TokenAnswer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn post_form(
+    idp: &FakeIdp,
+    form: &[(&str, &str)],
+    authorization: Option<&str>,
+) -> TokenAnswer {
+    let mut request = reqwest::Client::new().post(idp.token_url()).form(form);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let resp = request.send().await.expect("the fake IdP answers");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    TokenAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A password grant for `username`/`password` with the client secret in the form.
+async fn password_login(idp: &FakeIdp, username: &str, password: &str) -> TokenAnswer {
+    post_form(
+        idp,
+        &[
+            ("grant_type", "password"),
+            ("client_id", CLIENT),
+            ("client_secret", SECRET),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid"),
+        ],
+        None,
+    )
+    .await
+}
+
+fn assert_refused(answer: &TokenAnswer, status: u16, error: &str, description: &str) {
+    assert_eq!(
+        (answer.status, &answer.body),
+        (
+            status,
+            &json!({"error": error, "error_description": description})
+        ),
+    );
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    assert_eq!(answer.headers["pragma"], "no-cache");
+    assert!(answer.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+}
+
+#[actix_web::test]
+async fn fake_idp_password_grant_issues_keycloak_shaped_tokens() {
+    for kind in KeyKind::ALL {
+        let (idp, key) = password_idp(kind);
+        assert_eq!(idp.token_url(), format!("{}/token", idp.base()));
+        let (_, _, doc) = get(&idp.discovery_url()).await;
+        let doc: Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(doc["token_endpoint"], idp.token_url());
+        let jwks: Value = reqwest::get(idp.jwks_url())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            jwks,
+            json!({"keys": [key.jwk()]}),
+            "the signer is published"
+        );
+
+        let before = idp::now();
+        let answer = password_login(&idp, "alice", "wonderland").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.headers["content-type"], "application/json");
+        assert_eq!(answer.headers["cache-control"], "no-store");
+        assert_eq!(answer.headers["pragma"], "no-cache");
+        let body = answer.body.as_object().unwrap();
+        let mut members: Vec<&str> = body.keys().map(String::as_str).collect();
+        members.sort_unstable();
+        assert_eq!(
+            members,
+            [
+                "access_token",
+                "expires_in",
+                "id_token",
+                "not-before-policy",
+                "refresh_expires_in",
+                "refresh_token",
+                "scope",
+                "session_state",
+                "token_type",
+            ]
+        );
+        assert_eq!(body["expires_in"], 300);
+        assert_eq!(body["refresh_expires_in"], 1800);
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["not-before-policy"], 0);
+        assert_eq!(body["scope"], "openid profile email");
+        let session = body["session_state"].as_str().unwrap();
+        assert_eq!(session.len(), 36);
+
+        // The access token verifies against the published JWK, with Keycloak's claims.
+        let access = body["access_token"].as_str().unwrap();
+        assert_eq!(
+            token_header(access),
+            json!({"alg": kind.alg_name(), "typ": "JWT", "kid": "signer"})
+        );
+        let claims = verify(
+            access,
+            &key.jwk(),
+            kind.algorithm(),
+            "account",
+            &idp.issuer(),
+        )
+        .unwrap_or_else(|e| panic!("{kind:?} access token does not verify: {e}"));
+        let sub = idp.password_user_sub("alice");
+        assert_eq!(sub.len(), 36);
+        assert_eq!(claims["sub"], sub);
+        assert_eq!(claims["iss"], idp.issuer());
+        assert_eq!(claims["preferred_username"], "alice");
+        assert_eq!(claims["azp"], CLIENT);
+        assert_eq!(claims["typ"], "Bearer");
+        assert_eq!(claims["aud"], "account");
+        assert_eq!(claims["scope"], "openid profile email");
+        assert_eq!(claims["session_state"], session);
+        assert_eq!(claims["sid"], session);
+        assert_eq!(claims["mediamtx_permissions"], permissions());
+        assert_eq!(claims["realm_access"]["roles"], json!(["streamer"]));
+        let iat = claims["iat"].as_u64().unwrap();
+        assert!(iat >= before && iat <= idp::now());
+        assert_eq!(claims["exp"].as_u64().unwrap(), iat + 300);
+
+        // The id token is for the client; the refresh token is no access token.
+        let id_token = body["id_token"].as_str().unwrap();
+        let id = verify(
+            id_token,
+            &key.jwk(),
+            kind.algorithm(),
+            CLIENT,
+            &idp.issuer(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&id["typ"], &id["sub"], &id["azp"]),
+            (&json!("ID"), &json!(sub), &json!(CLIENT))
+        );
+        assert_eq!(id["at_hash"], idp::at_hash(access));
+        let refresh = body["refresh_token"].as_str().unwrap();
+        assert_eq!(token_header(refresh)["alg"], "HS256");
+        assert_eq!(token_claims(refresh)["typ"], "Refresh");
+        assert_eq!(token_claims(refresh)["exp"].as_u64().unwrap(), iat + 1800);
+        assert!(verify(
+            refresh,
+            &key.jwk(),
+            kind.algorithm(),
+            "account",
+            &idp.issuer()
+        )
+        .is_err());
+
+        // The same user gets the same sub and a new session; another user another sub.
+        let again = password_login(&idp, "ALICE", "wonderland").await.body;
+        let again_claims = token_claims(again["access_token"].as_str().unwrap());
+        assert_eq!(again_claims["sub"], sub);
+        assert_eq!(again_claims["preferred_username"], "alice", "lower-cased");
+        assert_ne!(again["session_state"], body["session_state"]);
+        let bob = password_login(&idp, "bob", "builder").await.body;
+        let bob = token_claims(bob["access_token"].as_str().unwrap());
+        assert_eq!(bob["sub"], idp.password_user_sub("bob"));
+        assert_ne!(bob["sub"], sub);
+        assert!(bob.get("mediamtx_permissions").is_none());
+        assert_eq!(
+            bob["realm_access"]["roles"],
+            keycloak_claims("x", "y", json!({}))["realm_access"]["roles"],
+            "Keycloak's default roles"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn fake_idp_password_grant_scope_issuer_claims_and_signer() {
+    let key = TestKey::generate(KeyKind::Ec, "ec-1");
+    let idp = FakeIdp::start(vec![]);
+    idp.set_password_client(CLIENT, SECRET);
+    idp.add_password_user("carol", "pw", json!({"exp": null, "extra": [1, 2]}));
+    let form = |scope: &'static str| {
+        vec![
+            ("grant_type", "password"),
+            ("client_id", CLIENT),
+            ("client_secret", SECRET),
+            ("username", "carol"),
+            ("password", "pw"),
+            ("scope", scope),
+        ]
+    };
+
+    // No signing key yet: a 500 that says so.
+    let answer = post_form(&idp, &form("openid"), None).await;
+    assert_eq!(answer.status, 500);
+    assert!(answer.body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("no signing key"));
+
+    // A signer that is not published: its tokens verify only against its own JWK.
+    idp.set_signing_key(key.clone());
+    assert_eq!(idp.signing_key().unwrap().kid, "ec-1");
+    assert!(idp.keys().is_empty());
+
+    // Without openid: "profile email" and no id token; other scopes are listed after.
+    let answer = post_form(&idp, &form(""), None).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body["scope"], "profile email");
+    assert!(answer.body.get("id_token").is_none());
+    let answer = post_form(&idp, &form("email offline_access openid"), None).await;
+    assert_eq!(answer.body["scope"], "openid profile email offline_access");
+    let access = answer.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        token_claims(access)["scope"],
+        "openid profile email offline_access"
+    );
+
+    // The user's claims: null removes exp, the rest is added.
+    let claims = token_claims(access);
+    assert!(claims.get("exp").is_none());
+    assert_eq!(claims["extra"], json!([1, 2]));
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.set_audience(&["account"]);
+    let jwk: Jwk = serde_json::from_value(key.jwk()).unwrap();
+    decode::<Value>(access, &DecodingKey::from_jwk(&jwk).unwrap(), &validation).unwrap();
+
+    // The issuer in force when the token is issued.
+    idp.set_issuer("https://sso.example.com/realms/other");
+    let answer = post_form(&idp, &form("openid"), None).await;
+    let access = answer.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        token_claims(access)["iss"],
+        "https://sso.example.com/realms/other"
+    );
+    let id = token_claims(answer.body["id_token"].as_str().unwrap());
+    assert_eq!(id["iss"], "https://sso.example.com/realms/other");
+    assert_eq!(id["extra"], json!([1, 2]));
+
+    // Rotation: sign with a new key.
+    let rsa = TestKey::generate(KeyKind::Rsa, "rsa-2");
+    idp.set_signing_key(rsa.clone());
+    idp.add_key(rsa.jwk());
+    let answer = post_form(&idp, &form("openid"), None).await;
+    let access = answer.body["access_token"].as_str().unwrap();
+    assert_eq!(token_header(access)["kid"], "rsa-2");
+    verify(
+        access,
+        &rsa.jwk(),
+        Algorithm::RS256,
+        "account",
+        "https://sso.example.com/realms/other",
+    )
+    .unwrap_err(); // exp was removed, which Validation requires by default ...
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.set_audience(&["account"]);
+    let jwk: Jwk = serde_json::from_value(rsa.jwk()).unwrap();
+    decode::<Value>(access, &DecodingKey::from_jwk(&jwk).unwrap(), &validation)
+        .expect("... but the signature is the new key's");
+}
+
+#[actix_web::test]
+async fn fake_idp_password_grant_client_authentication() {
+    let (idp, key) = password_idp(KeyKind::Ec);
+    let user = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "wonderland"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut form = user.to_vec();
+        form.extend_from_slice(extra);
+        form
+    };
+    const BAD: &str = "Invalid client or Invalid client credentials";
+
+    // HTTP Basic, no client fields in the form.
+    let basic = basic_authorization(CLIENT, SECRET);
+    assert_eq!(
+        basic,
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("mediamtx:s3cret")
+        )
+    );
+    let answer = post_form(&idp, &user, Some(&basic)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let access = answer.body["access_token"].as_str().unwrap();
+    let claims = verify(
+        access,
+        &key.jwk(),
+        Algorithm::ES256,
+        "account",
+        &idp.issuer(),
+    )
+    .unwrap();
+    assert_eq!(claims["azp"], CLIENT);
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(answer.body["scope"], "profile email");
+    let recorded = idp.last_token_request().unwrap();
+    assert_eq!(recorded.method, "POST");
+    assert_eq!(
+        recorded.content_type.as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(recorded.authorization.as_deref(), Some(basic.as_str()));
+    assert_eq!(
+        recorded.basic_credentials(),
+        Some((CLIENT.to_string(), SECRET.to_string()))
+    );
+    assert_eq!(recorded.field("username"), Some("alice"));
+    assert_eq!(recorded.field("client_secret"), None);
+
+    // The scheme is case-insensitive; a client_id field may repeat the header's.
+    let lower = basic.replacen("Basic", "basic", 1);
+    assert_eq!(post_form(&idp, &user, Some(&lower)).await.status, 200);
+    assert_eq!(
+        post_form(&idp, &with(&[("client_id", CLIENT)]), Some(&basic))
+            .await
+            .status,
+        200
+    );
+
+    // Wrong or missing secret, by Basic or in the form.
+    let wrong = basic_authorization(CLIENT, "nope");
+    assert_refused(
+        &post_form(&idp, &user, Some(&wrong)).await,
+        401,
+        "unauthorized_client",
+        BAD,
+    );
+    let no_secret = with(&[("client_id", CLIENT)]);
+    assert_refused(
+        &post_form(&idp, &no_secret, None).await,
+        401,
+        "unauthorized_client",
+        BAD,
+    );
+    let wrong_form = with(&[("client_id", CLIENT), ("client_secret", "nope")]);
+    assert_refused(
+        &post_form(&idp, &wrong_form, None).await,
+        401,
+        "unauthorized_client",
+        BAD,
+    );
+    let empty = with(&[("client_id", CLIENT), ("client_secret", "")]);
+    assert_refused(
+        &post_form(&idp, &empty, None).await,
+        401,
+        "unauthorized_client",
+        BAD,
+    );
+    // A form field wins over the header.
+    let right_form = with(&[("client_secret", SECRET)]);
+    assert_eq!(post_form(&idp, &right_form, Some(&wrong)).await.status, 200);
+    let wrong_over_right = with(&[("client_secret", "nope")]);
+    assert_refused(
+        &post_form(&idp, &wrong_over_right, Some(&basic)).await,
+        401,
+        "unauthorized_client",
+        BAD,
+    );
+
+    // Unknown client; no client at all.
+    let unknown = basic_authorization("someone", SECRET);
+    assert_refused(
+        &post_form(&idp, &user, Some(&unknown)).await,
+        401,
+        "invalid_client",
+        BAD,
+    );
+    assert_refused(
+        &post_form(&idp, &user, None).await,
+        400,
+        "invalid_client",
+        "Missing client_id parameter",
+    );
+
+    // An Authorization header that is not Basic, without client_id: Keycloak's bare challenge.
+    let answer = post_form(&idp, &user, Some("Bearer abc")).await;
+    assert_eq!((answer.status, &answer.body), (401, &Value::Null));
+    assert_eq!(
+        answer.headers["www-authenticate"],
+        "Basic realm=\"mediamtx\""
+    );
+    // ... and with one, the form is used.
+    let answer = post_form(
+        &idp,
+        &with(&[("client_id", CLIENT), ("client_secret", SECRET)]),
+        Some("Bearer abc"),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+
+    // Secrets are form-decoded after base64 (RFC 6749 §2.3.1): one with '+', '%' or ':' must be
+    // form-encoded, or it reads as another secret.
+    let odd = "a+b%2:c d";
+    idp.set_password_client("odd client", odd);
+    let encoded = basic_authorization("odd client", odd);
+    assert_eq!(
+        idp::parse_basic(&encoded),
+        Some(("odd client".to_string(), odd.to_string()))
+    );
+    assert_eq!(post_form(&idp, &user, Some(&encoded)).await.status, 200);
+    let raw = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("odd client:{odd}"))
+    );
+    assert_refused(
+        &post_form(&idp, &user, Some(&raw)).await,
+        401,
+        "unauthorized_client",
+        BAD,
+    );
+    let with_odd = with(&[("client_id", "odd client"), ("client_secret", odd)]);
+    assert_eq!(
+        post_form(&idp, &with_odd, None).await.status,
+        200,
+        "the form is plain"
+    );
+
+    // A public client sends no secret (and any it sends is ignored).
+    idp.set_public_client("cli");
+    assert_eq!(
+        post_form(&idp, &with(&[("client_id", "cli")]), None)
+            .await
+            .status,
+        200
+    );
+    let answer = post_form(
+        &idp,
+        &with(&[("client_id", "cli"), ("client_secret", "x")]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        token_claims(answer.body["access_token"].as_str().unwrap())["azp"],
+        "cli"
+    );
+
+    // A client without direct access grants.
+    idp.set_direct_access_grants(CLIENT, false);
+    assert_refused(
+        &post_form(&idp, &user, Some(&basic)).await,
+        400,
+        "unauthorized_client",
+        "Client not allowed for direct access grants",
+    );
+    idp.set_direct_access_grants(CLIENT, true);
+    assert_eq!(post_form(&idp, &user, Some(&basic)).await.status, 200);
+}
+
+#[actix_web::test]
+async fn fake_idp_password_grant_refusals() {
+    let (idp, _key) = password_idp(KeyKind::Ec);
+    const BAD_USER: &str = "Invalid user credentials";
+
+    assert_refused(
+        &password_login(&idp, "alice", "wrong").await,
+        401,
+        "invalid_grant",
+        BAD_USER,
+    );
+    assert_refused(
+        &password_login(&idp, "alice", "").await,
+        401,
+        "invalid_grant",
+        BAD_USER,
+    );
+    assert_refused(
+        &password_login(&idp, "alice", "Wonderland").await,
+        401,
+        "invalid_grant",
+        BAD_USER,
+    );
+    assert_refused(
+        &password_login(&idp, "nobody", "wonderland").await,
+        401,
+        "invalid_grant",
+        BAD_USER,
+    );
+    assert_refused(
+        &password_login(&idp, "", "x").await,
+        401,
+        "invalid_grant",
+        BAD_USER,
+    );
+
+    // A disabled user is told so, whatever the password; enabled again, it logs in.
+    idp.set_user_disabled("alice", true);
+    assert_refused(
+        &password_login(&idp, "alice", "wonderland").await,
+        400,
+        "invalid_grant",
+        "Account disabled",
+    );
+    assert_refused(
+        &password_login(&idp, "Alice", "wrong").await,
+        400,
+        "invalid_grant",
+        "Account disabled",
+    );
+    assert_eq!(password_login(&idp, "bob", "builder").await.status, 200);
+    idp.set_user_disabled("ALICE", false);
+    assert_eq!(
+        password_login(&idp, "alice", "wonderland").await.status,
+        200
+    );
+
+    let client = [("client_id", CLIENT), ("client_secret", SECRET)];
+    let form = |fields: &[(&'static str, &'static str)]| {
+        let mut form = client.to_vec();
+        form.extend_from_slice(fields);
+        form
+    };
+    assert_refused(
+        &post_form(
+            &idp,
+            &form(&[("grant_type", "password"), ("password", "wonderland")]),
+            None,
+        )
+        .await,
+        401,
+        "invalid_request",
+        "Missing parameter: username",
+    );
+    assert_refused(
+        &post_form(
+            &idp,
+            &form(&[("username", "alice"), ("password", "wonderland")]),
+            None,
+        )
+        .await,
+        400,
+        "invalid_request",
+        "Missing form parameter: grant_type",
+    );
+    for grant in [
+        "client_credentials",
+        "authorization_code",
+        "refresh_token",
+        "PASSWORD",
+        "nonsense",
+    ] {
+        assert_refused(
+            &post_form(
+                &idp,
+                &form(&[
+                    ("grant_type", grant),
+                    ("username", "alice"),
+                    ("password", "wonderland"),
+                ]),
+                None,
+            )
+            .await,
+            400,
+            "unsupported_grant_type",
+            "Unsupported grant_type",
+        );
+    }
+    // The grant type is checked before the client.
+    assert_refused(
+        &post_form(&idp, &[("grant_type", "client_credentials")], None).await,
+        400,
+        "unsupported_grant_type",
+        "Unsupported grant_type",
+    );
+    assert_refused(
+        &post_form(
+            &idp,
+            &form(&[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("username", "bob"),
+                ("password", "wonderland"),
+            ]),
+            None,
+        )
+        .await,
+        400,
+        "invalid_request",
+        "duplicated parameter",
+    );
+
+    // Not a form, not a POST.
+    let resp = reqwest::Client::new()
+        .post(idp.token_url())
+        .json(&json!({"grant_type": "password", "username": "alice", "password": "wonderland"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let (status, _, body) = get(&idp.token_url()).await;
+    assert_eq!((status, body.as_str()), (405, ""));
+    let recorded = idp.last_token_request().unwrap();
+    assert_eq!((recorded.method.as_str(), recorded.form.len()), ("GET", 0));
+}
+
+#[actix_web::test]
+async fn fake_idp_token_modes_and_counter() {
+    let (idp, key) = password_idp(KeyKind::Ec);
+    assert_eq!(idp.token_hits(), 0);
+    assert!(idp.last_token_request().is_none());
+
+    for code in [500, 502, 503, 404, 429] {
+        idp.set_token_mode(TokenMode::Status(code));
+        let answer = password_login(&idp, "alice", "wonderland").await;
+        assert_eq!(answer.status, code);
+        assert_eq!(answer.body, json!({"error": format!("status {code}")}));
+    }
+
+    idp.set_token_mode(TokenMode::Garbage);
+    let answer = password_login(&idp, "alice", "wrong").await;
+    assert_eq!(
+        answer.status, 200,
+        "no mode but Normal and Slow looks at the request"
+    );
+    assert_eq!(answer.headers["content-type"], "application/json");
+    assert_eq!(
+        answer.body,
+        json!({"access_token": 5, "token_type": "Bearer"})
+    );
+
+    idp.set_token_mode(TokenMode::Html);
+    let resp = reqwest::Client::new()
+        .post(idp.token_url())
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(resp.text().await.unwrap().starts_with("<!DOCTYPE html>"));
+
+    idp.set_token_mode(TokenMode::Raw {
+        status: 200,
+        content_type: "application/json".into(),
+        body: r#"{"access_token":"not-a-jwt","token_type":"Bearer","expires_in":300}"#.into(),
+    });
+    let answer = password_login(&idp, "alice", "wonderland").await;
+    assert_eq!(
+        (answer.status, &answer.body["access_token"]),
+        (200, &json!("not-a-jwt"))
+    );
+
+    idp.set_token_mode(TokenMode::Slow(Duration::from_millis(300)));
+    let started = Instant::now();
+    let answer = password_login(&idp, "alice", "wonderland").await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(answer.status, 200);
+    let access = answer.body["access_token"].as_str().unwrap();
+    verify(
+        access,
+        &key.jwk(),
+        Algorithm::ES256,
+        "account",
+        &idp.issuer(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        password_login(&idp, "alice", "wrong").await.status,
+        401,
+        "slow, then Keycloak"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let timeout = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .post(idp.token_url())
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap_err();
+    assert!(timeout.is_timeout(), "{timeout}");
+
+    idp.set_token_mode(TokenMode::Normal);
+    assert_eq!(
+        password_login(&idp, "alice", "wonderland").await.status,
+        200
+    );
+    assert_eq!(idp.token_hits(), 12);
+    let requests = idp.token_requests();
+    assert_eq!(requests.len(), 12);
+    assert_eq!(requests[0].field("password"), Some("wonderland"));
+    assert_eq!(requests[5].field("password"), Some("wrong"));
+    assert_eq!(requests[0].field("scope"), Some("openid"));
+    assert_eq!(
+        (idp.jwks_hits(), idp.discovery_hits()),
+        (0, 0),
+        "counted apart"
+    );
+
+    idp.reset_hits();
+    assert_eq!(idp.token_hits(), 0);
+    assert!(idp.token_requests().is_empty());
+    assert_eq!(password_login(&idp, "bob", "builder").await.status, 200);
+    assert_eq!(idp.token_hits(), 1);
+    assert_eq!(
+        idp.last_token_request().unwrap().field("username"),
+        Some("bob")
+    );
 }

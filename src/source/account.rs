@@ -21,7 +21,7 @@
 //! path; the upstream call (`AccountSource::fetch`) is async and run by the verifier.
 
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::Hasher as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use moka::sync::Cache;
+use siphasher::sip128::{Hasher128 as _, SipHasher13};
 use tokio::sync::OnceCell;
 
+use crate::cache::TtlMap;
 use crate::permission::{self, Permission};
 use crate::policy::Source;
 use crate::request::Request;
@@ -139,7 +141,15 @@ pub struct Grant {
     pub name: String,
     pub permissions: Vec<Permission>,
     pub remote_access: bool,
-    pub expires: Instant,
+    /// Set when the upstream's grant ends before the cache entry does (an OIDC token's
+    /// `exp`); otherwise the cache's time-to-live is the limit.
+    pub expires: Option<Instant>,
+}
+
+impl Grant {
+    fn is_live(&self) -> bool {
+        self.expires.is_none_or(|t| t > Instant::now())
+    }
 }
 
 /// `[[<source>.overrides]]`: permissions for one account by name.
@@ -303,12 +313,14 @@ pub struct AccountSource {
     pub line: usize,
     backend: Backend,
     settings: AccountSettings,
-    slots: Cache<u128, Arc<Slot>>,
+    /// The hot cache: read by every cached decision.
+    slots: TtlMap<u128, Arc<Slot>>,
     /// Successes kept for `stale_grace`, used only while the upstream fails.
     last_good: Cache<u128, Arc<Grant>>,
     /// Rejected logins per lower-cased user name, counted from the first for `failure_window`.
     failures: Cache<String, Arc<AtomicU32>>,
-    hasher: [std::collections::hash_map::RandomState; 2],
+    /// SipHash-1-3 keys, random per process.
+    hash_keys: (u64, u64),
     /// Milliseconds since `started` until which the upstream is considered down.
     down_until: AtomicU64,
     started: Instant,
@@ -349,10 +361,7 @@ impl AccountSource {
             kind,
             line,
             backend,
-            slots: Cache::builder()
-                .max_capacity(settings.cache_capacity)
-                .time_to_live(settings.cache_ttl)
-                .build(),
+            slots: TtlMap::new(settings.cache_capacity, settings.cache_ttl),
             last_good: Cache::builder()
                 .max_capacity(settings.cache_capacity)
                 .time_to_live(settings.stale_grace.max(Duration::from_millis(1)))
@@ -362,7 +371,7 @@ impl AccountSource {
                 .time_to_live(settings.failure_window)
                 .build(),
             settings,
-            hasher: Default::default(),
+            hash_keys: rand::random(),
             down_until: AtomicU64::new(0),
             started: Instant::now(),
             answered: AtomicBool::new(false),
@@ -390,15 +399,24 @@ impl AccountSource {
         }
     }
 
-    /// Keyed 128-bit hash of what a cached answer vouches for. Two independent SipHash keys,
-    /// random per process: nothing in memory lets anyone test a guess offline, and a guess
-    /// that collides with a cached entry would take ~2^128 tries.
+    /// Keyed 128-bit hash of what a cached answer vouches for: SipHash-1-3 with 128-bit output
+    /// under a key random per process. Nothing in memory lets anyone test a guess offline, and
+    /// a guess that collides with a cached entry would take ~2^128 tries.
     fn key(&self, creds: &Credentials) -> u128 {
-        let hash = |h: &std::collections::hash_map::RandomState| match creds {
-            Credentials::Login { user, password } => h.hash_one((0u8, user, password)),
-            Credentials::Token(t) => h.hash_one((1u8, t)),
-        };
-        (u128::from(hash(&self.hasher[0])) << 64) | u128::from(hash(&self.hasher[1]))
+        let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
+        match creds {
+            Credentials::Login { user, password } => {
+                h.write_u8(0);
+                h.write_usize(user.len());
+                h.write(user.as_bytes());
+                h.write(password.as_bytes());
+            }
+            Credentials::Token(t) => {
+                h.write_u8(1);
+                h.write(t.as_bytes());
+            }
+        }
+        h.finish128().as_u128()
     }
 
     /// Answers from memory if it can. Never calls the upstream.
@@ -406,7 +424,7 @@ impl AccountSource {
         let key = self.key(creds);
         if let Some(slot) = self.slots.get(&key) {
             match slot.answer.get() {
-                Some((Answer::Granted(grant), _)) if grant.expires > Instant::now() => {
+                Some((Answer::Granted(grant), _)) if grant.is_live() => {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Lookup::Granted {
                         grant: Arc::clone(grant),
@@ -439,17 +457,15 @@ impl AccountSource {
         let failure_ttl = self.settings.failure_ttl;
         let slot = self
             .slots
-            .entry(key)
-            .or_insert_with_if(Default::default, |slot: &Arc<Slot>| {
+            .get_or_replace(key, Default::default, |slot: &Arc<Slot>| {
                 match slot.answer.get() {
-                    Some((Answer::Granted(g), _)) => g.expires <= Instant::now(),
+                    Some((Answer::Granted(g), _)) => !g.is_live(),
                     Some((Answer::Rejected, at)) => at.elapsed() >= failure_ttl,
                     Some((Answer::Unreachable, _)) => true,
                     // A call is under way: wait for it.
                     None => false,
                 }
-            })
-            .into_value();
+            });
         let (answer, _) = slot
             .answer
             .get_or_init(|| async { (self.call(key, creds).await, Instant::now()) })
@@ -517,14 +533,14 @@ impl AccountSource {
             }
             permissions.extend(o.permissions.iter().cloned());
         }
-        let ttl = identity
-            .valid_for
-            .map_or(s.cache_ttl, |v| v.min(s.cache_ttl));
         Grant {
             name: identity.name,
             permissions,
             remote_access: identity.remote_access,
-            expires: Instant::now() + ttl,
+            expires: identity
+                .valid_for
+                .filter(|v| *v < s.cache_ttl)
+                .map(|v| Instant::now() + v),
         }
     }
 

@@ -197,7 +197,8 @@ impl MediaBrowser {
         let resp = request.send().await.map_err(UpstreamError::from)?;
         match resp.status().as_u16() {
             200 => {}
-            // 401: unknown token. 400: an API key, which names no user. 403: disabled.
+            // 401: unknown token or disabled account. 400: an API key, which names no user.
+            // 403: no remote access from where we call.
             400 | 401 | 403 => return Err(CheckError::Rejected("token refused")),
             status => return Err(UpstreamError::Status(status).into()),
         }

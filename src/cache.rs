@@ -1,0 +1,164 @@
+//! The hot-path cache: a concurrent map whose entries expire, for answers a cached decision
+//! reads (account checks).
+//!
+//! A cached decision has a budget of about 100 ns in all (1.5 × a plain TOML-user decision).
+//! moka, used for the colder caches, measured 73–108 ns per `get` on this machine, and
+//! `Instant::now()` 24 ns (`benches/accounts.rs` records the figures in BENCHMARKS.md). So reads
+//! here are a lock-free papaya lookup (≈10 ns) plus a coarse monotonic clock (≈5 ns, a few
+//! milliseconds of resolution: ample for lifetimes of seconds).
+//!
+//! Keys are already keyed hashes (uniformly random to anyone without the process's secret), so
+//! the map hashes them by taking their first bytes: no second hash on the hot path, and no way
+//! for a client to aim at one bucket.
+//!
+//! Bounded: when an insert finds the map at capacity, expired entries are swept; if that frees
+//! nothing, an arbitrary half is dropped. Evicting an entry only costs a later upstream call.
+
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::time::Duration;
+
+use coarsetime::Instant;
+
+/// A hasher for keys that are already uniformly random: the first 8 bytes written.
+#[derive(Default, Clone, Copy)]
+pub struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= v as u64;
+    }
+
+    fn write_usize(&mut self, _: usize) {
+        // Arrays hash their length first; it is the same for every key.
+    }
+}
+
+struct Entry<V> {
+    value: V,
+    expires: Instant,
+}
+
+/// A bounded map of `K` (a keyed hash) to `V`, each entry living `ttl`.
+pub struct TtlMap<K, V> {
+    map: papaya::HashMap<K, Entry<V>, BuildHasherDefault<PrehashedKey>>,
+    ttl: coarsetime::Duration,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        TtlMap {
+            map: papaya::HashMap::builder()
+                .hasher(BuildHasherDefault::default())
+                .build(),
+            ttl: ttl.into(),
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
+        }
+    }
+
+    /// The live value for `key`, if any.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        self.map
+            .pin()
+            .get(key)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value.clone())
+    }
+
+    /// The live value for `key` unless `replace` says it must go; otherwise a new value from
+    /// `make`, inserted. Atomic: concurrent callers get the same value.
+    pub fn get_or_replace(&self, key: K, make: impl Fn() -> V, replace: impl Fn(&V) -> bool) -> V {
+        self.make_room();
+        let now = Instant::now();
+        let map = self.map.pin();
+        let result = map.compute(key, |entry| match entry {
+            Some((_, e)) if e.expires > now && !replace(&e.value) => {
+                papaya::Operation::Abort(e.value.clone())
+            }
+            _ => papaya::Operation::Insert(Entry {
+                value: make(),
+                expires: now + self.ttl,
+            }),
+        });
+        match result {
+            papaya::Compute::Aborted(v) => v,
+            papaya::Compute::Inserted(_, e) | papaya::Compute::Updated { new: (_, e), .. } => {
+                e.value.clone()
+            }
+            // `compute` above never removes.
+            papaya::Compute::Removed(_, e) => e.value.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn make_room(&self) {
+        if self.map.len() < self.capacity {
+            return;
+        }
+        let now = Instant::now();
+        let map = self.map.pin();
+        map.retain(|_, e| e.expires > now);
+        if map.len() >= self.capacity {
+            let mut keep = false;
+            map.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire() {
+        let m = TtlMap::new(10, Duration::from_millis(50));
+        assert_eq!(m.get_or_replace(1u128, || "a", |_| false), "a");
+        assert_eq!(m.get(&1), Some("a"));
+        assert_eq!(m.get_or_replace(1u128, || "b", |_| false), "a");
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(m.get(&1), None);
+        assert_eq!(m.get_or_replace(1u128, || "b", |_| false), "b");
+    }
+
+    #[test]
+    fn replace_if_asked() {
+        let m = TtlMap::new(10, Duration::from_secs(60));
+        m.get_or_replace(7u128, || 1, |_| false);
+        assert_eq!(m.get_or_replace(7u128, || 2, |v| *v == 1), 2);
+        assert_eq!(m.get_or_replace(7u128, || 3, |v| *v == 1), 2);
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let m = TtlMap::new(100, Duration::from_secs(60));
+        for k in 0..1000u128 {
+            m.get_or_replace(k * 0x9E37_79B9_7F4A_7C15, || k, |_| false);
+            assert!(m.len() <= 100, "{}", m.len());
+        }
+        // The latest entry is always there.
+        assert_eq!(m.get(&(999 * 0x9E37_79B9_7F4A_7C15)), Some(999));
+    }
+}
