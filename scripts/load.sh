@@ -8,6 +8,8 @@
 #   argon2-cached/...    an argon2 user whose verification was primed once with curl
 #   jwt-cached/...       an EdDSA JWT (examples/jwt_fixture.rs) verified against a JWKS served
 #                        on loopback by python3 -m http.server, primed once with curl
+#   jellyfin-cached/...  a Jellyfin account (alice/alice-pw) checked against the tests' fake
+#                        Jellyfin (examples/media_fixture.rs) on loopback, primed once with curl
 #
 # mtx-auth runs with RUST_LOG=info (the default): its decision log line is part of the real
 # cost, and goes to a file. With taskset and 2+ CPUs, both servers run on CPU 1 and wrk on CPU 0;
@@ -43,14 +45,16 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 MTX_BIN="$TARGET_DIR/release/mtx-auth"
 BARE_BIN="$TARGET_DIR/release/examples/bare"
 FIXTURE_BIN="$TARGET_DIR/release/examples/jwt_fixture"
+MEDIA_BIN="$TARGET_DIR/release/examples/media_fixture"
 
 # shellcheck disable=SC2016 # a literal PHC string, not an expansion
 ARGON2_TESTPASS='argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo'
 PLAIN_BODY='{"ip":"10.0.0.1","user":"viewer","password":"viewpass","token":"viewpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 ARGON2_BODY='{"ip":"10.0.0.1","user":"argonuser","password":"testpass","token":"testpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
+JELLYFIN_BODY='{"ip":"10.0.0.1","user":"alice","password":"alice-pw","token":"alice-pw","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 
 if [[ "${NO_BUILD:-0}" != 1 ]]; then
-    cargo build --release --bin mtx-auth --example bare --example jwt_fixture
+    cargo build --release --bin mtx-auth --example bare --example jwt_fixture --example media_fixture
 fi
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
@@ -88,6 +92,15 @@ JWT_BODY='{"ip":"10.0.0.1","user":"","password":"'"$JWT"'","token":"'"$JWT"'","a
 python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$WORK" >"$WORK/jwks-server.log" 2>&1 &
 PIDS+=("$!")
 
+# --- a fake Jellyfin on loopback ---------------------------------------------------------------
+"$MEDIA_BIN" >"$WORK/jellyfin.url" 2>"$WORK/jellyfin.log" &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+    [[ -s "$WORK/jellyfin.url" ]] && break
+    sleep 0.1
+done
+JELLYFIN_URL="$(head -n1 "$WORK/jellyfin.url")"
+
 # --- config: fillers, then the two users the load hits, last in config order -----------------
 CONFIG="$WORK/load.toml"
 fillers=$((USERS > 2 ? USERS - 2 : 0))
@@ -109,9 +122,12 @@ permissions = [{ action = "read" }]
 [jwt]
 jwks_url = "http://127.0.0.1:$JWKS_PORT/jwks.json"
 issuer = "mtx-auth-load"
+
+[jellyfin]
+url = "$JELLYFIN_URL"
 EOF
 
-for f in plain argon2 jwt; do
+for f in plain argon2 jwt jellyfin; do
     body_var="${f^^}_BODY"
     for mode in keepalive close; do
         {
@@ -156,7 +172,7 @@ start_mtx() { # RUST_LOG value; log file name
         curl -fs -o /dev/null "http://127.0.0.1:$MTX_PORT/readyz" && return 0
         sleep 0.1
     done
-    echo "$2 never became ready (JWKS not loaded); log:" >&2
+    echo "$2 never became ready (JWKS not loaded or Jellyfin not answering); log:" >&2
     cat "$WORK/$2.log" >&2
     exit 1
 }
@@ -183,6 +199,7 @@ check_allowed() { # port body what
 check_allowed "$MTX_PORT" "$PLAIN_BODY" "mtx-auth plain"
 check_allowed "$MTX_PORT" "$ARGON2_BODY" "mtx-auth argon2 (priming the cache)"
 check_allowed "$MTX_PORT" "$JWT_BODY" "mtx-auth jwt (priming the cache)"
+check_allowed "$MTX_PORT" "$JELLYFIN_BODY" "mtx-auth jellyfin (priming the cache)"
 check_allowed "$BARE_PORT" "$PLAIN_BODY" "bare"
 
 # --- load -------------------------------------------------------------------------------------
@@ -274,8 +291,10 @@ scenario "argon2-cached/keep-alive" argon2-keepalive info
 scenario "argon2-cached/close" argon2-close info
 scenario "jwt-cached/keep-alive" jwt-keepalive info
 scenario "jwt-cached/close" jwt-close info
-# Requests answered at RUST_LOG=info: warm-up, the scenarios and the three curl checks.
-SENT_INFO=$((SENT + 3))
+scenario "jellyfin-cached/keep-alive" jellyfin-keepalive info
+scenario "jellyfin-cached/close" jellyfin-close info
+# Requests answered at RUST_LOG=info: warm-up, the scenarios and the four curl checks.
+SENT_INFO=$((SENT + 4))
 decisions="$(grep -c 'outcome="allow"\|outcome=allow' "$WORK/mtx-auth.log" || true)"
 
 if [[ "$WARN_RUN" == 1 ]]; then
