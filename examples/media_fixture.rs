@@ -5,7 +5,6 @@
 #![recursion_limit = "256"]
 
 #[path = "../tests/support/media.rs"]
-#[allow(dead_code)]
 mod media;
 
 use std::io::Write;

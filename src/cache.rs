@@ -1,5 +1,6 @@
-//! The hot-path cache: a concurrent map whose entries expire, for answers a cached decision
-//! reads (account checks).
+//! The hot-path cache: a concurrent map whose entries expire, for what a cached decision reads
+//! (argon2 verifications, verified JWTs, account answers), and the keyed hash its keys are made
+//! with.
 //!
 //! A cached decision has a budget of about 100 ns in all (1.5 × a plain TOML-user decision).
 //! moka, used for the colder caches, measured 73–108 ns per `get` on this machine, and
@@ -18,6 +19,37 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Duration;
 
 use coarsetime::Instant;
+use siphasher::sip128::{Hasher128 as _, SipHasher13};
+
+/// Keyed 128-bit hashes of secrets, for cache keys: SipHash-1-3 (a PRF) with 128-bit output,
+/// under a key random per process. Nothing kept in memory lets anyone test a password guess
+/// offline, and a guess that lands on a cached entry would take ~2^128 tries.
+pub struct SecretHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl SecretHasher {
+    pub fn random() -> Self {
+        let (k0, k1) = rand::random();
+        SecretHasher { k0, k1 }
+    }
+
+    /// Hashes `parts` under a `domain` tag; each part but the last is length-prefixed, so
+    /// ("ab", "c") and ("a", "bc") differ.
+    pub fn hash(&self, domain: u8, parts: &[&[u8]]) -> u128 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write_u8(domain);
+        if let Some((last, rest)) = parts.split_last() {
+            for part in rest {
+                h.write_usize(part.len());
+                h.write(part);
+            }
+            h.write(last);
+        }
+        h.finish128().as_u128()
+    }
+}
 
 /// A hasher for keys that are already uniformly random: the first 8 bytes written.
 #[derive(Default, Clone, Copy)]
@@ -101,6 +133,13 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
             // `compute` above never removes.
             papaya::Compute::Removed(_, e) => e.value.clone(),
         }
+    }
+
+    /// Inserts or replaces the value for `key`.
+    pub fn insert(&self, key: K, value: V) {
+        self.make_room();
+        let expires = Instant::now() + self.ttl;
+        self.map.pin().insert(key, Entry { value, expires });
     }
 
     pub fn len(&self) -> usize {

@@ -5,14 +5,13 @@
 //! `Verify` step carrying the argon2 work; whoever drives it runs that work where it suits them
 //! (inline in `decide`, on a bounded blocking pool in the server, see `crate::verifier`) and
 //! hands the result to `resume`. Successful argon2 verifications are remembered in a bounded
-//! cache keyed by a keyed BLAKE3 hash of (user, name, password), never the plaintext, so a
+//! cache keyed by a keyed 128-bit SipHash of (user, name, password), never the plaintext, so a
 //! viewer's next request costs a lookup.
 
 use std::fmt;
 use std::sync::Arc;
 
-use moka::sync::Cache;
-
+use crate::cache::{SecretHasher, TtlMap};
 use crate::config::{Config, ServerConfig};
 use crate::credential::{Argon2Hash, Credential};
 use crate::request::Request;
@@ -171,7 +170,7 @@ impl Argon2Work {
 /// What `resume` needs to know about the work that ran.
 pub struct Resume {
     index: u32,
-    cache_key: [u8; 32],
+    cache_key: u128,
     /// The work was the decoy verification of this deny; its result is irrelevant.
     decoy: Option<DenyReason>,
 }
@@ -180,8 +179,8 @@ pub struct Resume {
 pub struct Policy {
     users: Users,
     server: ServerConfig,
-    verified: Cache<[u8; 32], ()>,
-    cache_secret: [u8; 32],
+    verified: TtlMap<u128, ()>,
+    hasher: SecretHasher,
     /// Same cost as the configured argon2 passwords; see `Argon2Hash::decoy`.
     decoy: Option<Argon2Hash>,
     jwt: Option<Jwt>,
@@ -199,12 +198,9 @@ impl Policy {
         });
         Policy {
             users: Users::new(config.users),
-            verified: Cache::builder()
-                .max_capacity(config.server.cache_capacity)
-                .time_to_live(config.server.cache_ttl)
-                .build(),
+            verified: TtlMap::new(config.server.cache_capacity, config.server.cache_ttl),
             server: config.server,
-            cache_secret: rand::random(),
+            hasher: SecretHasher::random(),
             decoy,
             jwt: config.jwt.map(Jwt::new),
             accounts: config
@@ -301,7 +297,7 @@ impl Policy {
             return Step::Done(self.allow(req, found.index, false));
         }
         let cache_key = self.cache_key(found.index, req);
-        if self.verified.contains_key(&cache_key) {
+        if self.verified.get(&cache_key).is_some() {
             return Step::Done(self.allow(req, found.index, true));
         }
         let checks = self.users.get(found.index).argon2_checks(req);
@@ -387,7 +383,7 @@ impl Policy {
                 },
                 Resume {
                     index: u32::MAX,
-                    cache_key: [0; 32],
+                    cache_key: 0,
                     decoy: Some(reason),
                 },
             ),
@@ -428,13 +424,15 @@ impl Policy {
 
     /// Keyed hash of what a cached verification vouches for. The key is random per process, so
     /// the cache never holds anything from which a password could be guessed offline.
-    fn cache_key(&self, index: u32, req: &Request) -> [u8; 32] {
-        let mut h = blake3::Hasher::new_keyed(&self.cache_secret);
-        h.update(&index.to_le_bytes());
-        h.update(&(req.user.len() as u64).to_le_bytes());
-        h.update(req.user.as_bytes());
-        h.update(req.password.as_bytes());
-        *h.finalize().as_bytes()
+    fn cache_key(&self, index: u32, req: &Request) -> u128 {
+        self.hasher.hash(
+            0,
+            &[
+                &index.to_le_bytes(),
+                req.user.as_bytes(),
+                req.password.as_bytes(),
+            ],
+        )
     }
 
     fn allow(&self, req: &Request, index: u32, cached: bool) -> Decision {

@@ -21,7 +21,6 @@
 //! path; the upstream call (`AccountSource::fetch`) is async and run by the verifier.
 
 use std::fmt;
-use std::hash::Hasher as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,10 +28,9 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use moka::sync::Cache;
-use siphasher::sip128::{Hasher128 as _, SipHasher13};
 use tokio::sync::OnceCell;
 
-use crate::cache::TtlMap;
+use crate::cache::{SecretHasher, TtlMap};
 use crate::permission::{self, Permission};
 use crate::policy::Source;
 use crate::request::Request;
@@ -319,8 +317,7 @@ pub struct AccountSource {
     last_good: Cache<u128, Arc<Grant>>,
     /// Rejected logins per lower-cased user name, counted from the first for `failure_window`.
     failures: Cache<String, Arc<AtomicU32>>,
-    /// SipHash-1-3 keys, random per process.
-    hash_keys: (u64, u64),
+    hasher: SecretHasher,
     /// Milliseconds since `started` until which the upstream is considered down.
     down_until: AtomicU64,
     started: Instant,
@@ -371,7 +368,7 @@ impl AccountSource {
                 .time_to_live(settings.failure_window)
                 .build(),
             settings,
-            hash_keys: rand::random(),
+            hasher: SecretHasher::random(),
             down_until: AtomicU64::new(0),
             started: Instant::now(),
             answered: AtomicBool::new(false),
@@ -399,24 +396,14 @@ impl AccountSource {
         }
     }
 
-    /// Keyed 128-bit hash of what a cached answer vouches for: SipHash-1-3 with 128-bit output
-    /// under a key random per process. Nothing in memory lets anyone test a guess offline, and
-    /// a guess that collides with a cached entry would take ~2^128 tries.
+    /// Keyed hash of what a cached answer vouches for.
     fn key(&self, creds: &Credentials) -> u128 {
-        let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
         match creds {
             Credentials::Login { user, password } => {
-                h.write_u8(0);
-                h.write_usize(user.len());
-                h.write(user.as_bytes());
-                h.write(password.as_bytes());
+                self.hasher.hash(0, &[user.as_bytes(), password.as_bytes()])
             }
-            Credentials::Token(t) => {
-                h.write_u8(1);
-                h.write(t.as_bytes());
-            }
+            Credentials::Token(t) => self.hasher.hash(1, &[t.as_bytes()]),
         }
-        h.finish128().as_u128()
     }
 
     /// Answers from memory if it can. Never calls the upstream.
@@ -630,12 +617,15 @@ pub enum AccountDeny {
 /// The stable identifier we present to an upstream for one account (Jellyfin's `DeviceId`,
 /// Plex's client identifier): ours alone, the same across restarts, and not the name itself.
 pub fn device_id(scope: &str, user: &str) -> String {
-    let mut h = blake3::Hasher::new_derive_key("mtx-auth 2026 upstream device id");
-    h.update(scope.as_bytes());
-    h.update(&[0]);
-    h.update(user.to_lowercase().as_bytes());
-    let hex = h.finalize().to_hex();
-    format!("mtx-auth-{}", &hex[..32])
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"mtx-auth upstream device id\0")
+        .chain_update(scope.as_bytes())
+        .chain_update([0])
+        .chain_update(user.to_lowercase().as_bytes())
+        .finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("mtx-auth-{hex}")
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use moka::sync::Cache;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cache::{SecretHasher, TtlMap};
 use crate::permission::{self, Action, PathMatcher, Permission};
 use crate::request::Request;
 use crate::source::jwks::{KeySet, KeyStore};
@@ -135,8 +135,8 @@ impl fmt::Debug for Verified {
 pub struct Jwt {
     config: JwtConfig,
     pub keys: Arc<KeyStore>,
-    verified: Cache<[u8; 32], Arc<Verified>>,
-    cache_secret: [u8; 32],
+    verified: TtlMap<u128, Arc<Verified>>,
+    hasher: SecretHasher,
 }
 
 impl Jwt {
@@ -147,12 +147,9 @@ impl Jwt {
             config.fetch.clone(),
         );
         Jwt {
-            verified: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(config.cache_ttl)
-                .build(),
+            verified: TtlMap::new(100_000, config.cache_ttl),
             keys: Arc::new(keys),
-            cache_secret: rand::random(),
+            hasher: SecretHasher::random(),
             config,
         }
     }
@@ -220,13 +217,12 @@ impl Jwt {
     /// token costs more than the rest of a cached decision). The entry keeps the signed part
     /// (header and payload, readable by anyone holding the token anyway) and a hit requires it to
     /// be identical, so a known signature cannot be re-used with another payload.
-    fn cache_key<'t>(&self, token: &'t str) -> Option<([u8; 32], &'t str)> {
+    fn cache_key<'t>(&self, token: &'t str) -> Option<(u128, &'t str)> {
         let (signed, signature) = token.rsplit_once('.')?;
         if signature.is_empty() {
             return None;
         }
-        let key = blake3::keyed_hash(&self.cache_secret, signature.as_bytes());
-        Some((*key.as_bytes(), signed))
+        Some((self.hasher.hash(0, &[signature.as_bytes()]), signed))
     }
 
     fn cached(&self, token: &str) -> Option<Arc<Verified>> {
