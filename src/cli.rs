@@ -4,6 +4,8 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,10 +13,14 @@ use crate::config::Config;
 use crate::credential;
 use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
+use crate::reload::{self, LivePolicy};
 use crate::request::Request;
 use crate::source::account::Backend;
 use crate::source::users::UserName;
 use crate::verifier::Verifier;
+
+/// How often `serve` looks at the config file for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Parser)]
 #[command(
@@ -113,9 +119,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let users = config.users.len();
-    let policy = Policy::new(config);
+    let live = Arc::new(LivePolicy::new(
+        Policy::new(config),
+        Some(args.config.config.clone()),
+    ));
     actix_web::rt::System::new().block_on(async move {
-        let server = crate::server::start(listener.try_clone()?, policy, None)?;
+        let server = crate::server::start_live(listener.try_clone()?, Arc::clone(&live), None)?;
+        actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL));
+        #[cfg(unix)]
+        actix_web::rt::spawn(reload::on_sighup(Arc::clone(&live)));
         tracing::info!(
             "listening on http://{}/auth ({users} users from {})",
             listener.local_addr()?,

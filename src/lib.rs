@@ -16,6 +16,8 @@
 //!   elsewhere.
 //! - [`verifier`] runs those steps for the server: argon2 on a bounded blocking pool, refetches
 //!   on the runtime.
+//! - [`reload`] holds the policy in use and swaps in a new one when the config file changes or
+//!   on SIGHUP; an invalid file changes nothing.
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
 //! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`).
 
@@ -26,6 +28,7 @@ pub mod credential;
 pub mod logging;
 pub mod permission;
 pub mod policy;
+pub mod reload;
 pub mod request;
 pub mod server;
 pub mod source;

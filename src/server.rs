@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Serialize;
 
 use crate::policy::{Decision, Policy};
+use crate::reload::{self, LivePolicy};
 use crate::request::{Request, RequestError};
 use crate::verifier::Verifier;
 
@@ -24,18 +25,16 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What every handler shares.
 pub struct AppState {
-    pub policy: Arc<Policy>,
+    pub live: Arc<LivePolicy>,
     pub verifier: Verifier,
 }
 
 impl AppState {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(live: Arc<LivePolicy>) -> Self {
+        let policy = live.load();
         let server = policy.server();
         let verifier = Verifier::new(server.argon2_concurrency, server.argon2_queue);
-        AppState {
-            policy: Arc::new(policy),
-            verifier,
-        }
+        AppState { live, verifier }
     }
 }
 
@@ -78,20 +77,26 @@ struct AllowBody<'a> {
     user: &'a str,
 }
 
-/// Starts the server on an already-bound listener (tests bind port 0). Returns the running
-/// server; await it to serve until SIGTERM/SIGINT, which drain in-flight requests first.
+/// Starts the server with a fixed policy on an already-bound listener (tests bind port 0).
+/// Returns the running server; await it to serve until SIGTERM/SIGINT, which drain in-flight
+/// requests first.
 pub fn start(
     listener: TcpListener,
     policy: Policy,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(AppState::new(policy));
-    if let Some(jwt) = state.policy.jwt() {
-        actix_web::rt::spawn(Arc::clone(&jwt.keys).run_refresh_loop());
-    }
-    for source in state.policy.accounts() {
-        actix_web::rt::spawn(Arc::clone(source).run_background());
-    }
+    start_live(listener, Arc::new(LivePolicy::new(policy, None)), workers)
+}
+
+/// Starts the server with a policy that reloads (see `crate::reload`); the caller runs the
+/// watchers that trigger reloads.
+pub fn start_live(
+    listener: TcpListener,
+    live: Arc<LivePolicy>,
+    workers: Option<usize>,
+) -> std::io::Result<actix_web::dev::Server> {
+    reload::spawn_background(&live.load());
+    let state = web::Data::new(AppState::new(live));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -120,7 +125,9 @@ async fn auth(
     let req = Request::parse(&body).inspect_err(|e| {
         tracing::warn!(target: "mtx_auth::decision", error = %e, "bad request");
     })?;
-    let decision = state.verifier.decide(&state.policy, &req).await;
+    // One policy for the whole decision, even if a reload happens meanwhile.
+    let policy = state.live.load();
+    let decision = state.verifier.decide(&policy, &req).await;
     log_decision(&req, &decision, started);
     Ok(match &decision {
         Decision::Allow { user, .. } => HttpResponse::Ok().json(AllowBody { user }),
@@ -177,7 +184,8 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut waiting_for = Vec::new();
     let mut body = serde_json::json!({});
-    if let Some(jwt) = state.policy.jwt() {
+    let policy = state.live.load();
+    if let Some(jwt) = policy.jwt() {
         if !jwt.keys.is_ready() {
             waiting_for.push("jwt");
         }
@@ -187,7 +195,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "fetch_failures": jwt.keys.failures.load(Ordering::Relaxed),
         });
     }
-    for source in state.policy.accounts() {
+    for source in policy.accounts() {
         let name = source.name();
         if !source.is_ready() {
             waiting_for.push(name);
@@ -205,6 +213,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "rate_limited": n(&stats.limited),
         });
     }
+    let live = &state.live;
+    body["config"] = serde_json::json!({
+        "generation": live.generation.load(Ordering::Relaxed),
+        "reloads": live.reloads.load(Ordering::Relaxed),
+        "reload_failures": live.reload_failures.load(Ordering::Relaxed),
+    });
     let ready = waiting_for.is_empty();
     body["ready"] = ready.into();
     body["waiting_for"] = waiting_for.into();

@@ -344,3 +344,129 @@ fn explain_lists_the_account_sources_in_order() {
         "{out}"
     );
 }
+
+/// A `serve` process on a free port: the child, its stderr and the address it listens on.
+struct Served {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    logs: String,
+    addr: String,
+}
+
+impl Served {
+    fn start(path: &std::path::Path) -> Served {
+        let mut child = bin()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(path)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut logs = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "exited: {logs}");
+            logs.push_str(&line);
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split('/').next().unwrap().to_owned();
+            }
+        };
+        Served {
+            child,
+            stderr,
+            logs,
+            addr,
+        }
+    }
+
+    /// The status of a POST /auth.
+    fn status(&self, body: &str) -> u16 {
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "POST /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp[9..12].parse().unwrap()
+    }
+
+    /// Polls until `body` gets `want`, for up to 10 s.
+    fn eventually(&self, body: &str, want: u16) -> bool {
+        for _ in 0..200 {
+            if self.status(body) == want {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// SIGTERM, the exit code, and everything it logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        self.stderr.read_to_string(&mut self.logs).unwrap();
+        (status.code(), self.logs)
+    }
+}
+
+#[test]
+fn serve_reloads_on_sighup_and_on_file_change_and_keeps_a_good_config() {
+    let user = |pass: &str| {
+        format!("[[users]]\nuser = \"alice\"\npass = \"{pass}\"\npermissions = [{{ action = \"read\" }}]\n")
+    };
+    let body = |pass: &str| {
+        format!(
+            r#"{{"user":"alice","password":"{pass}","action":"read","path":"cam","ip":"10.0.0.1"}}"#
+        )
+    };
+    let path = config_file("reload.toml", &user("first1"));
+    let served = Served::start(&path);
+    assert_eq!(served.status(&body("first1")), 200);
+
+    // SIGHUP.
+    std::fs::write(&path, user("second2")).unwrap();
+    served.signal("-HUP");
+    assert!(served.eventually(&body("second2"), 200));
+    assert_eq!(served.status(&body("first1")), 401);
+
+    // An invalid file: logged with its position, and nothing changes.
+    std::fs::write(&path, user("third3") + "bogus_key = 1\n").unwrap();
+    served.signal("-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(served.status(&body("second2")), 200);
+    assert_eq!(served.status(&body("third3")), 401);
+
+    // A plain edit, no signal: the file watcher notices.
+    std::fs::write(&path, user("fourth4")).unwrap();
+    assert!(served.eventually(&body("fourth4"), 200));
+
+    let (code, logs) = served.stop();
+    assert_eq!(code, Some(0));
+    assert!(logs.contains("SIGHUP: reloading the config"), "{logs}");
+    assert!(
+        logs.contains("reload.toml:5:1: unknown field `bogus_key`"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("config reload failed; still serving the previous config"),
+        "{logs}"
+    );
+    assert!(logs.contains("config file changed"), "{logs}");
+    for secret in ["first1", "second2", "third3", "fourth4"] {
+        assert!(!logs.contains(secret), "{secret} in {logs}");
+    }
+}

@@ -23,7 +23,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -34,6 +34,7 @@ use crate::cache::{SecretHasher, TtlMap};
 use crate::permission::{self, Permission};
 use crate::policy::Source;
 use crate::request::Request;
+use crate::source::jwks::KeyStore;
 use crate::source::jwt::looks_like_jwt;
 use crate::source::jwt::{Jwt, JwtConfig};
 use crate::source::mediabrowser::{Flavor, MediaBrowser};
@@ -577,22 +578,54 @@ impl AccountSource {
     }
 
     /// What runs beside the server: the OIDC provider's key refresh, or for a media server a
-    /// probe every few seconds until it answers once (for `/readyz`).
-    pub async fn run_background(self: Arc<Self>) {
-        if let Backend::Oidc(o) = &self.backend {
-            return Arc::clone(&o.jwt.keys).run_refresh_loop().await;
-        }
-        while !self.is_ready() {
-            match self.backend.probe().await {
+    /// probe every few seconds until it answers once (for `/readyz`). Ends when a config
+    /// reload has dropped the source.
+    pub async fn run_background(source: Weak<AccountSource>) {
+        loop {
+            let Some(this) = source.upgrade() else { return };
+            if let Backend::Oidc(o) = &this.backend {
+                let keys = Arc::downgrade(&o.jwt.keys);
+                drop(this);
+                return KeyStore::run_refresh_loop(keys).await;
+            }
+            if this.is_ready() {
+                return;
+            }
+            match this.backend.probe().await {
                 Ok(()) => {
-                    self.answered.store(true, Ordering::Relaxed);
-                    tracing::info!(source = self.name(), "upstream answered");
+                    this.answered.store(true, Ordering::Relaxed);
+                    tracing::info!(source = this.name(), "upstream answered");
                 }
                 Err(e) => {
-                    tracing::warn!(source = self.name(), error = %e, "upstream not answering yet");
+                    tracing::warn!(source = this.name(), error = %e, "upstream not answering yet");
+                    drop(this);
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
+        }
+    }
+
+    /// Where this source's answers come from; equal for two sources that ask the same upstream.
+    fn upstream(&self) -> String {
+        match &self.backend {
+            Backend::MediaBrowser(b) => format!("{}:{}", self.name(), b.url()),
+            Backend::Plex(b) => format!("plex:{}", b.api_url()),
+            Backend::Oidc(o) => format!("oidc:{:?}", o.jwt.keys.source()),
+        }
+    }
+
+    /// Takes over what a source from the previous config knew about the same upstream: that it
+    /// answers, and an OIDC provider's keys. Not its caches: the permissions they hold came from
+    /// the old config.
+    pub fn adopt(&self, old: &AccountSource) {
+        if self.upstream() != old.upstream() {
+            return;
+        }
+        if old.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        if let (Backend::Oidc(new), Backend::Oidc(old)) = (&self.backend, &old.backend) {
+            new.jwt.keys.adopt(&old.jwt.keys);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! token: an error only means fewer keys.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -108,6 +108,10 @@ impl KeyStore {
         }
     }
 
+    pub fn source(&self) -> &KeySource {
+        &self.source
+    }
+
     /// The keys to verify with, unless none were ever loaded or the last good ones are older
     /// than `max_stale`.
     pub fn keys(&self) -> Option<Arc<KeySet>> {
@@ -180,16 +184,35 @@ impl KeyStore {
         true
     }
 
-    /// Keeps the keys fresh until the process ends: retries every few seconds until the first
-    /// set loads (and while fetches fail), then every `refresh_interval`.
-    pub async fn run_refresh_loop(self: Arc<Self>) {
-        let retry = Duration::from_secs(5).min(self.policy.refresh_interval);
+    /// Keeps the keys fresh while the store is in use: retries every few seconds until the
+    /// first set loads (and while fetches fail), then every `refresh_interval`. Holds only a
+    /// weak reference between fetches, so the loop ends once a config reload has dropped the
+    /// store.
+    pub async fn run_refresh_loop(store: Weak<KeyStore>) {
+        // Keys taken over from the previous config are refreshed on their own schedule.
+        let first_wait = store
+            .upgrade()
+            .and_then(|this| Some(this.policy.refresh_interval.saturating_sub(this.age()?)));
+        if let Some(wait) = first_wait {
+            tokio::time::sleep(wait).await;
+        }
         loop {
-            let wait = match self.refresh().await {
-                Ok(()) => self.policy.refresh_interval,
+            let Some(this) = store.upgrade() else { return };
+            let retry = Duration::from_secs(5).min(this.policy.refresh_interval);
+            let wait = match this.refresh().await {
+                Ok(()) => this.policy.refresh_interval,
                 Err(_) => retry,
             };
+            drop(this);
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes over another store's current keys (a config reload with the same key source), so
+    /// the new store is ready at once.
+    pub fn adopt(&self, other: &KeyStore) {
+        if self.source == other.source && self.configured_issuer == other.configured_issuer {
+            self.current.store(other.current.load_full());
         }
     }
 

@@ -70,6 +70,10 @@ impl MediaBrowser {
         }
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     fn server_name(&self) -> &'static str {
         match self.flavor {
             Flavor::Jellyfin => "jellyfin",

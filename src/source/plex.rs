@@ -62,6 +62,10 @@ impl Plex {
         }
     }
 
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.api_url))

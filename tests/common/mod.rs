@@ -6,6 +6,7 @@ use std::net::TcpListener;
 
 use mtx_auth::config::Config;
 use mtx_auth::policy::Policy;
+use mtx_auth::reload::LivePolicy;
 use serde_json::Value;
 
 pub struct TestApp {
@@ -25,6 +26,28 @@ pub fn spawn(config: &str) -> TestApp {
         base,
         client: reqwest::Client::new(),
     }
+}
+
+/// Like `spawn`, but the policy comes from the file at `path` and reloads when the test calls
+/// `LivePolicy::reload` (no file watcher runs: the test decides when).
+pub fn spawn_live(path: &std::path::Path) -> (TestApp, std::sync::Arc<LivePolicy>) {
+    let config = Config::load(path).expect("test config is valid");
+    let live = std::sync::Arc::new(LivePolicy::new(
+        Policy::new(config),
+        Some(path.to_path_buf()),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server =
+        mtx_auth::server::start_live(listener, std::sync::Arc::clone(&live), Some(1)).unwrap();
+    actix_web::rt::spawn(server);
+    (
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+        },
+        live,
+    )
 }
 
 impl TestApp {

@@ -1,0 +1,164 @@
+//! Hot reload through HTTP: a new config takes effect on the next request, an invalid one
+//! changes nothing, cached verifications don't outlive the config that made them, and reloading
+//! under load loses no request and makes no wrong decision.
+
+mod common;
+#[path = "support/idp.rs"]
+mod idp;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{mtx_request, spawn_live};
+use idp::{FakeIdp, KeyKind, TestKey};
+use serde_json::json;
+
+/// `testpass`, argon2i.
+const ARGON2_TESTPASS: &str =
+    "argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo";
+/// `testuser`, argon2id: a hash of a different password, for `bob` after the change.
+const ARGON2_OTHER: &str =
+    "argon2:$argon2id$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$Ux/LWeTgJQPyfMMJo1myR64+o8rALHoPmlE1i/TR+58";
+
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mtx-auth-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn user(name: &str, pass: &str) -> String {
+    format!("[[users]]\nuser = \"{name}\"\npass = \"{pass}\"\npermissions = [{{ action = \"read\" }}]\n\n")
+}
+
+fn read(u: &str, p: &str) -> serde_json::Value {
+    mtx_request("read", "cam", "10.0.0.1", u, p)
+}
+
+#[actix_web::test]
+async fn changed_and_removed_users_are_denied_on_the_next_request() {
+    let path = config_file(
+        "change.toml",
+        &(user("alice", "one") + &user("bob", ARGON2_TESTPASS)),
+    );
+    let (app, live) = spawn_live(&path);
+    assert_eq!(app.status(&read("alice", "one")).await, 200);
+    // bob's argon2 verification is cached from here on.
+    assert_eq!(app.status(&read("bob", "testpass")).await, 200);
+    assert_eq!(app.status(&read("bob", "testpass")).await, 200);
+
+    std::fs::write(&path, user("alice", "two") + &user("bob", ARGON2_OTHER)).unwrap();
+    assert_eq!(live.reload().unwrap(), 2);
+    app.expect(&[
+        (read("alice", "one"), 401),
+        (read("alice", "two"), 200),
+        (read("bob", "testpass"), 401),
+        (read("bob", "testuser"), 200),
+    ])
+    .await;
+
+    std::fs::write(&path, user("alice", "two")).unwrap();
+    live.reload().unwrap();
+    assert_eq!(app.status(&read("bob", "testuser")).await, 401);
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!(ready["config"]["generation"], json!(3));
+    assert_eq!(ready["config"]["reloads"], json!(2));
+}
+
+#[actix_web::test]
+async fn an_invalid_config_changes_nothing() {
+    let path = config_file("invalid.toml", &user("alice", "one"));
+    let (app, live) = spawn_live(&path);
+    std::fs::write(
+        &path,
+        "[[users]]\nuser = \"alice\"\npass = \"two\"\npermissions = [{ action = \"fly\" }]\n",
+    )
+    .unwrap();
+    let err = live.reload().unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(
+        err.to_string().ends_with("invalid.toml:4:27: action \"fly\": unknown action (expected one of publish, read, playback, api, metrics, pprof)"),
+        "{err}"
+    );
+    assert_eq!(app.status(&read("alice", "one")).await, 200);
+    assert_eq!(app.status(&read("alice", "two")).await, 401);
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        live.reload().is_err(),
+        "a missing file changes nothing either"
+    );
+    assert_eq!(app.status(&read("alice", "one")).await, 200);
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!(ready["config"]["reload_failures"], json!(2));
+    assert_eq!(ready["config"]["generation"], json!(1));
+}
+
+#[actix_web::test]
+async fn reloading_under_load_loses_nothing_and_keeps_jwt_keys() {
+    let key = TestKey::generate(KeyKind::Ed, "k1");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let token = key.sign(&idp::keycloak_claims(
+        &idp.issuer(),
+        "carol",
+        json!({ "mediamtx_permissions": [{ "action": "read" }] }),
+    ));
+    let jwt = format!("[jwt]\njwks_url = \"{}\"\n", idp.jwks_url());
+    // Two configs that agree on alice, dave (absent) and the JWT, and differ elsewhere.
+    let a = user("alice", "pw") + &user("filler", "x") + &jwt;
+    let b = user("other", "y") + &user("alice", "pw") + &jwt;
+    let path = config_file("storm.toml", &a);
+    let (app, live) = spawn_live(&path);
+    app.wait_ready().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        let (stop, wrong, answered) = (stop.clone(), wrong.clone(), answered.clone());
+        let token = token.clone();
+        clients.push(actix_web::rt::spawn(async move {
+            let cases = [
+                (read("alice", "pw"), 200),
+                (read("dave", "pw"), 401),
+                (json!({"ip":"10.0.0.1","user":"","password":"","token":token,"action":"read","path":"cam","protocol":"hls","id":null,"query":""}), 200),
+            ];
+            let mut n = i;
+            while !stop.load(Ordering::Relaxed) {
+                let (body, want) = &cases[n % cases.len()];
+                n += 1;
+                let status = client
+                    .post(format!("{base}/auth"))
+                    .json(body)
+                    .send()
+                    .await
+                    .expect("every request is answered")
+                    .status()
+                    .as_u16();
+                answered.fetch_add(1, Ordering::Relaxed);
+                if status != *want {
+                    wrong.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for round in 0..100 {
+        std::fs::write(&path, if round % 2 == 0 { &b } else { &a }).unwrap();
+        live.reload().unwrap();
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(wrong.load(Ordering::Relaxed), 0);
+    assert!(answered.load(Ordering::Relaxed) >= 100, "the clients ran");
+    assert_eq!(live.generation.load(Ordering::Relaxed), 101);
+    // The keys were carried over: no reload refetched them.
+    assert_eq!(idp.jwks_hits(), 1);
+    assert_eq!(app.get("/readyz").await.0, 200);
+}
