@@ -66,6 +66,26 @@ pub enum DenyReason {
     /// An account source recognised the credentials but refused the request, or could not be
     /// asked.
     Account(Source, AccountDeny),
+    /// Too many failed attempts from this client address (or for this user name) recently:
+    /// denied without checking anything.
+    RateLimited,
+}
+
+impl DenyReason {
+    /// A short fixed name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DenyReason::NoCredentials => "no_credentials",
+            DenyReason::NoMatch => "no_match",
+            DenyReason::UnknownAction => "unknown_action",
+            DenyReason::Busy => "busy",
+            DenyReason::Jwt(_) => "jwt",
+            DenyReason::Account(_, AccountDeny::Unreachable) => "unreachable",
+            DenyReason::Account(_, AccountDeny::TooManyFailures) => "rate_limited",
+            DenyReason::Account(_, _) => "account",
+            DenyReason::RateLimited => "rate_limited",
+        }
+    }
 }
 
 impl fmt::Display for DenyReason {
@@ -82,6 +102,7 @@ impl fmt::Display for DenyReason {
                 write!(f, "{} unreachable", source.as_str())
             }
             DenyReason::Account(source, e) => write!(f, "{}: {e}", source.as_str()),
+            DenyReason::RateLimited => f.write_str("too many failed attempts; try again later"),
         }
     }
 }
