@@ -17,6 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::credential::{Credential, CredentialError};
+use crate::limiter::Limits;
 use crate::permission::{Action, PathMatcher, Permission};
 use crate::source::account::{AccountConfig, AccountKind, AccountSettings, Override};
 use crate::source::jwks::{FetchPolicy, KeySource};
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub cache_capacity: u64,
     /// How long a successful argon2 verification is remembered.
     pub cache_ttl: Duration,
+    /// Brute-force limits.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             argon2_queue: 64,
             cache_capacity: 100_000,
             cache_ttl: Duration::from_secs(3600),
+            limits: Limits::default(),
         }
     }
 }
@@ -205,6 +209,9 @@ struct RawServer {
     argon2_queue: Option<Spanned<i64>>,
     cache_capacity: Option<Spanned<i64>>,
     cache_ttl_secs: Option<Spanned<i64>>,
+    max_failures_per_ip: Option<Spanned<i64>>,
+    max_failures_per_user: Option<Spanned<i64>>,
+    failure_window_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -250,7 +257,20 @@ impl Config {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                errs.push(e.span().unwrap_or(0..0), e.message().to_owned());
+                // toml leaves `message` empty for some syntax errors; its Display then says
+                // what went wrong (after a source excerpt, which we drop).
+                let message = match e.message().trim() {
+                    "" => e
+                        .to_string()
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('|'))
+                        .unwrap_or("invalid TOML")
+                        .trim()
+                        .to_owned(),
+                    m => m.to_owned(),
+                };
+                errs.push(e.span().unwrap_or(0..0), message);
                 return Err(errs.into_error());
             }
         };
@@ -360,6 +380,16 @@ fn build_server(raw: RawServer, errs: &mut Problems) -> ServerConfig {
     }
     if let Some(n) = positive(raw.cache_ttl_secs, "cache_ttl_secs", 30 * 24 * 3600) {
         s.cache_ttl = Duration::from_secs(n);
+    }
+    if let Some(n) = positive(raw.failure_window_secs, "failure_window_secs", 24 * 3600) {
+        s.limits.failure_window = Duration::from_secs(n);
+    }
+    let mut count = |v, key| in_range(v, key, 0, 1_000_000, errs).map(|n| n as u32);
+    if let Some(n) = count(raw.max_failures_per_ip, "max_failures_per_ip") {
+        s.limits.max_failures_per_ip = n;
+    }
+    if let Some(n) = count(raw.max_failures_per_user, "max_failures_per_user") {
+        s.limits.max_failures_per_user = n;
     }
     s
 }

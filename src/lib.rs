@@ -14,18 +14,24 @@
 //! - [`policy`] decides: it has no HTTP or async types, so tests, benches and `explain` call it
 //!   directly. argon2 work and JWKS refetches are returned to the caller as steps to run
 //!   elsewhere.
+//! - [`limiter`] counts failed attempts per client address (and optionally per user name) and
+//!   turns away a client that failed too often, before any work.
 //! - [`verifier`] runs those steps for the server: argon2 on a bounded blocking pool, refetches
 //!   on the runtime.
 //! - [`reload`] holds the policy in use and swaps in a new one when the config file changes or
 //!   on SIGHUP; an invalid file changes nothing.
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
+//! - [`metrics`] is `GET /metrics`: decisions, latency, caches, upstreams, key sets and reloads
+//!   in the Prometheus (OpenMetrics) text format; counted once per process, across reloads.
 //! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`).
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod limiter;
 pub mod logging;
+pub mod metrics;
 pub mod permission;
 pub mod policy;
 pub mod reload;

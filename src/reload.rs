@@ -73,9 +73,10 @@ impl LivePolicy {
         if config.server.listen != old.server().listen
             || config.server.argon2_concurrency != old.server().argon2_concurrency
             || config.server.argon2_queue != old.server().argon2_queue
+            || config.server.limits != old.server().limits
         {
             tracing::warn!(
-                "[server] listen, argon2_concurrency and argon2_queue take effect on restart"
+                "[server] listen, argon2_concurrency, argon2_queue and the failure limits take effect on restart"
             );
         }
         let new = Policy::new(config);

@@ -3,7 +3,8 @@
 //! This is a thin adapter. It reads at most 64 KiB of body, parses it (`request`), asks the
 //! policy (through the `verifier`, which keeps argon2 off the workers), logs one line and maps
 //! the outcome to a status: 200 allow, 401 deny, 400 malformed, 413 too large. Every non-2xx
-//! carries `{"error": "…"}`, which MediaMTX copies into its own log.
+//! carries `{"error": "…"}`, which MediaMTX copies into its own log. Every decision and every
+//! refused request is also counted for `GET /metrics` (`crate::metrics`).
 
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Serialize;
 
+use crate::metrics::{self, Metrics};
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::{Request, RequestError};
@@ -27,14 +29,22 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AppState {
     pub live: Arc<LivePolicy>,
     pub verifier: Verifier,
+    /// One set per process: unlike the policy, it is not replaced by a reload.
+    pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn new(live: Arc<LivePolicy>) -> Self {
         let policy = live.load();
         let server = policy.server();
-        let verifier = Verifier::new(server.argon2_concurrency, server.argon2_queue);
-        AppState { live, verifier }
+        let verifier = Verifier::new(server.argon2_concurrency, server.argon2_queue)
+            .with_limits(server.limits.clone());
+        let metrics = Metrics::new(Arc::clone(&live));
+        AppState {
+            live,
+            verifier,
+            metrics,
+        }
     }
 }
 
@@ -103,6 +113,7 @@ pub fn start_live(
             .route("/auth", web::post().to(auth))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(scrape))
             .default_service(web::to(|| async { HttpError::NotFound.error_response() }))
     })
     .listen(listener)?;
@@ -117,17 +128,25 @@ async fn auth(
     payload: web::Payload,
 ) -> Result<HttpResponse, HttpError> {
     let started = Instant::now();
+    let refused = |e: HttpError| {
+        state.metrics.record_refused(e.status_code().as_u16());
+        e
+    };
     let body = payload
         .to_bytes_limited(MAX_BODY)
         .await
-        .map_err(|_| HttpError::TooLarge)?
-        .map_err(|_| HttpError::Payload)?;
-    let req = Request::parse(&body).inspect_err(|e| {
+        .map_err(|_| refused(HttpError::TooLarge))?
+        .map_err(|_| refused(HttpError::Payload))?;
+    let req = Request::parse(&body).map_err(|e| {
         tracing::warn!(target: "mtx_auth::decision", error = %e, "bad request");
+        refused(e.into())
     })?;
     // One policy for the whole decision, even if a reload happens meanwhile.
     let policy = state.live.load();
     let decision = state.verifier.decide(&policy, &req).await;
+    state
+        .metrics
+        .record(&policy, &req, &decision, started.elapsed());
     log_decision(&req, &decision, started);
     Ok(match &decision {
         Decision::Allow { user, .. } => HttpResponse::Ok().json(AllowBody { user }),
@@ -171,6 +190,18 @@ fn log_decision(req: &Request, decision: &Decision, started: Instant) {
             reason = %reason,
             latency_us,
         ),
+    }
+}
+
+/// Prometheus scrapes this; see `crate::metrics` for what it holds.
+async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+    match state.metrics.encode() {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(metrics::CONTENT_TYPE)
+            .body(text),
+        Err(_) => HttpResponse::InternalServerError().json(ErrorBody {
+            error: "could not encode metrics",
+        }),
     }
 }
 

@@ -4,12 +4,15 @@
 //! other request on that worker, including cached and plain ones; unbounded, a password spray
 //! would queue without limit. So at most `concurrency` verifications run at once on tokio's
 //! blocking threads, at most `queue` more wait, and beyond that a request is denied at once.
+//! Before any of that, the brute-force limiter (`crate::limiter`) may deny a client that has
+//! failed too often.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::limiter::{Limiter, Limits};
 use crate::policy::{Argon2Work, Decision, DenyReason, Policy, Step};
 use crate::request::Request;
 
@@ -17,6 +20,8 @@ pub struct Verifier {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
+    /// Brute-force limits; `None` for callers that decide one request (`explain`, benches).
+    pub limiter: Option<Limiter>,
 }
 
 /// The queue was full, or the verification thread died; either way the answer is deny.
@@ -30,7 +35,14 @@ impl Verifier {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting: queue,
+            limiter: None,
         }
+    }
+
+    /// With brute-force limits, as the server runs it.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limiter = Some(Limiter::new(limits));
+        self
     }
 
     /// Runs `work` on a blocking thread once a slot is free.
@@ -58,6 +70,18 @@ impl Verifier {
     /// Drives a decision to its end, running argon2 steps here, key refetches when a JWT
     /// names an unknown key, and account sources' upstream calls.
     pub async fn decide(&self, policy: &Policy, req: &Request<'_>) -> Decision {
+        let Some(limiter) = &self.limiter else {
+            return self.drive(policy, req).await;
+        };
+        if limiter.is_blocked(req) {
+            return Decision::Deny(DenyReason::RateLimited);
+        }
+        let decision = self.drive(policy, req).await;
+        limiter.record(req, &decision);
+        decision
+    }
+
+    async fn drive(&self, policy: &Policy, req: &Request<'_>) -> Decision {
         let mut step = policy.begin(req);
         loop {
             match step {

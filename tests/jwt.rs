@@ -392,10 +392,13 @@ async fn key_rotation_refetches_once_per_interval() {
     assert_eq!(app.status(&with_token(&new.sign(&claims), "c")).await, 200);
     assert_eq!(idp.jwks_hits(), hits + 1);
 
-    // A storm of tokens with unknown kids: no further fetch within the interval.
+    // A storm of tokens with unknown kids, from many addresses (so the per-address failure
+    // limit doesn't turn them away first): no further fetch within the interval.
     for i in 0..50 {
         let stranger = TestKey::generate(KeyKind::Ec, &format!("unknown{i}"));
-        let e = error_of(&app, &with_token(&stranger.sign(&claims), "c")).await;
+        let mut body = with_token(&stranger.sign(&claims), "c");
+        body["ip"] = json!(format!("10.9.0.{i}"));
+        let e = error_of(&app, &body).await;
         assert_eq!(e, "jwt: token signed with an unknown key id");
     }
     assert_eq!(

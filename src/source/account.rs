@@ -275,6 +275,24 @@ pub struct Stats {
     pub limited: AtomicU64,
 }
 
+impl Stats {
+    /// Adds `old`'s counts to these, so counters continue across a config reload.
+    fn carry_over(&self, old: &Stats) {
+        let pairs = [
+            (&self.upstream_calls, &old.upstream_calls),
+            (&self.upstream_errors, &old.upstream_errors),
+            (&self.rejections, &old.rejections),
+            (&self.cache_hits, &old.cache_hits),
+            (&self.cache_misses, &old.cache_misses),
+            (&self.stale_served, &old.stale_served),
+            (&self.limited, &old.limited),
+        ];
+        for (new, old) in pairs {
+            new.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
 /// An upstream's answer, as cached.
 #[derive(Debug, Clone)]
 enum Answer {
@@ -615,8 +633,8 @@ impl AccountSource {
     }
 
     /// Takes over what a source from the previous config knew about the same upstream: that it
-    /// answers, and an OIDC provider's keys. Not its caches: the permissions they hold came from
-    /// the old config.
+    /// answers, an OIDC provider's keys, and the counters (so metrics do not restart at zero).
+    /// Not its caches: the permissions they hold came from the old config.
     pub fn adopt(&self, old: &AccountSource) {
         if self.upstream() != old.upstream() {
             return;
@@ -624,6 +642,7 @@ impl AccountSource {
         if old.answered.load(Ordering::Relaxed) {
             self.answered.store(true, Ordering::Relaxed);
         }
+        self.stats.carry_over(&old.stats);
         if let (Backend::Oidc(new), Backend::Oidc(old)) = (&self.backend, &old.backend) {
             new.jwt.keys.adopt(&old.jwt.keys);
         }

@@ -209,10 +209,15 @@ impl KeyStore {
     }
 
     /// Takes over another store's current keys (a config reload with the same key source), so
-    /// the new store is ready at once.
+    /// the new store is ready at once, and its fetch counters, so metrics count since start.
     pub fn adopt(&self, other: &KeyStore) {
         if self.source == other.source && self.configured_issuer == other.configured_issuer {
             self.current.store(other.current.load_full());
+            let carry = |new: &AtomicU64, old: &AtomicU64| {
+                new.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+            };
+            carry(&self.fetches, &other.fetches);
+            carry(&self.failures, &other.failures);
         }
     }
 

@@ -1,0 +1,512 @@
+//! `GET /metrics`: what the service decided and how its sources are doing, in the OpenMetrics
+//! text format that Prometheus scrapes, built on the official `prometheus-client` crate.
+//!
+//! Two kinds of values, kept apart on purpose:
+//!
+//! - **Per decision**, counted by the server as it answers ([`Metrics::record`]): decisions by
+//!   action, protocol, source and outcome, denials by reason, the latency histogram, malformed
+//!   requests, and the hit/miss counts of the argon2 (`users`) and JWT verification caches.
+//!   They live here, once per process, so a config reload (which builds a new `Policy`) does not
+//!   reset them.
+//! - **Read at scrape time** from the policy in use ([`Scrape`], a `prometheus-client`
+//!   collector): the account sources' upstream calls, errors and caches, the JWT key sets' age
+//!   and fetches, readiness, and the reload counters. Nothing on the decision path pays for them:
+//!   the sources already keep these counters for `/readyz`. A reload carries them over for an
+//!   upstream that did not change (see `AccountSource::adopt`, `KeyStore::adopt`).
+//!
+//! Label values come from fixed sets (`&'static str`), never from what a client sent: a client
+//! cannot grow the number of series, and no user name, password or token can appear. The
+//! protocol is MediaMTX's when it is one of the protocols MediaMTX names, else `other`.
+//!
+//! Cost per decision: the decision counter's handle is looked up once per label combination and
+//! kept (`OnceLock`), so recording is an atomic increment, plus one for a denial's reason and one
+//! for a verification cache, plus the histogram's short uncontended lock.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::permission::Action;
+use crate::policy::{Decision, Policy, Source};
+use crate::reload::LivePolicy;
+use crate::request::Request;
+use crate::source::account::Backend;
+use crate::source::jwks::KeyStore;
+
+/// What `/metrics` answers with: OpenMetrics text, which Prometheus scrapes natively.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the latency buckets, in seconds: 1–2.5–5 per decade from 10 µs to 5 s.
+/// Log-spaced so both a cached decision (tens of µs) and an upstream timeout (seconds) land in a
+/// useful bucket; decade-aligned so an objective such as "p99 under 5 ms" is a bucket edge.
+pub const LATENCY_BUCKETS: [f64; 18] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The `action` label: MediaMTX's actions, and `unknown` for anything else.
+const ACTIONS: [&str; 7] = [
+    "publish", "read", "playback", "api", "metrics", "pprof", "unknown",
+];
+
+/// The `protocol` label: MediaMTX's protocols, empty (api, metrics and pprof requests have
+/// none), and `other` for anything else a client might send.
+const PROTOCOLS: [&str; 8] = ["rtsp", "rtmp", "hls", "webrtc", "srt", "moq", "", "other"];
+
+/// The `source` label, in `Source` order.
+const SOURCES: [Source; 7] = [
+    Source::Users,
+    Source::Jwt,
+    Source::Jellyfin,
+    Source::Emby,
+    Source::Plex,
+    Source::Oidc,
+    Source::None,
+];
+
+const OUTCOMES: [&str; 2] = ["allow", "deny"];
+
+/// Deny reasons known here, for a cached counter handle each (`DenyReason::kind`). A kind not
+/// in the list is still counted, through the family's slower lookup.
+const DENY_KINDS: [&str; 8] = [
+    "no_credentials",
+    "no_match",
+    "unknown_action",
+    "busy",
+    "jwt",
+    "unreachable",
+    "account",
+    "rate_limited",
+];
+
+const DECISION_SERIES: usize = ACTIONS.len() * PROTOCOLS.len() * SOURCES.len() * OUTCOMES.len();
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    action: &'static str,
+    protocol: &'static str,
+    source: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+/// Every metric of the process. Created once with the server; survives config reloads.
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    /// One slot per label combination, filled on first use: the hot path skips the family's
+    /// lock and label hashing.
+    decision_handles: Box<[OnceLock<Counter>]>,
+    denials: Family<ReasonLabels, Counter>,
+    denial_handles: [OnceLock<Counter>; DENY_KINDS.len()],
+    latency: Histogram,
+    bad_request: Counter,
+    too_large: Counter,
+    verification: Arc<VerificationCaches>,
+}
+
+/// Hits and misses of the caches that live inside a `Policy` and are rebuilt by every reload,
+/// counted here instead, from the decisions, so they survive reloads.
+#[derive(Debug, Default)]
+struct VerificationCaches {
+    /// Allowed by an argon2 user: from the cache, or after an argon2 verification.
+    users_hits: AtomicU64,
+    users_misses: AtomicU64,
+    /// Allowed by a JWT: from the cache, or after a signature check.
+    jwt_hits: AtomicU64,
+    jwt_misses: AtomicU64,
+}
+
+impl Metrics {
+    /// Registers every metric; `live` is read at each scrape for the per-source values.
+    pub fn new(live: Arc<LivePolicy>) -> Self {
+        let mut registry = Registry::with_prefix("mtx_auth");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions answered on /auth, by action, MediaMTX protocol (other: not one MediaMTX \
+             sends), deciding source (none for a deny) and outcome",
+            decisions.clone(),
+        );
+        let denials = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "denials",
+            "Denied decisions by reason (rate_limited: too many failed attempts)",
+            denials.clone(),
+        );
+        let latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "decision_duration",
+            "Time from receiving an /auth request to its decision, argon2 and upstream calls \
+             included",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let bad_requests = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "/auth requests refused before a decision: 400 malformed body, 413 body too large",
+            bad_requests.clone(),
+        );
+        let bad_request = bad_requests
+            .get_or_create(&StatusLabels { status: "400" })
+            .clone();
+        let too_large = bad_requests
+            .get_or_create(&StatusLabels { status: "413" })
+            .clone();
+        let verification = Arc::new(VerificationCaches::default());
+        registry.register_collector(Box::new(Scrape {
+            live,
+            verification: Arc::clone(&verification),
+        }));
+        Metrics {
+            registry,
+            decisions,
+            decision_handles: (0..DECISION_SERIES).map(|_| OnceLock::new()).collect(),
+            denials,
+            denial_handles: Default::default(),
+            latency,
+            bad_request,
+            too_large,
+            verification,
+        }
+    }
+
+    /// Counts one decision, made with `policy` for `req` in `elapsed`.
+    pub fn record(&self, policy: &Policy, req: &Request, decision: &Decision, elapsed: Duration) {
+        let action = match req.action {
+            Some(a) => action_index(a),
+            None => ACTIONS.len() - 1,
+        };
+        let protocol = protocol_index(&req.protocol);
+        let source = source_index(decision.source());
+        let outcome = usize::from(!decision.is_allow());
+        let index = ((action * PROTOCOLS.len() + protocol) * SOURCES.len() + source)
+            * OUTCOMES.len()
+            + outcome;
+        self.decision_handles[index]
+            .get_or_init(|| {
+                let labels = DecisionLabels {
+                    action: ACTIONS[action],
+                    protocol: PROTOCOLS[protocol],
+                    source: SOURCES[source].as_str(),
+                    outcome: OUTCOMES[outcome],
+                };
+                self.decisions.get_or_create(&labels).clone()
+            })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
+        let caches = &self.verification;
+        match decision {
+            Decision::Deny(reason) => self.count_denial(reason.kind()),
+            Decision::Allow {
+                source: Source::Users,
+                rule: Some(rule),
+                cached,
+                ..
+            } if policy.users().get(rule.index).needs_argon2() => {
+                let counter = if *cached {
+                    &caches.users_hits
+                } else {
+                    &caches.users_misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Allow {
+                source: Source::Jwt,
+                cached,
+                ..
+            } => {
+                let counter = if *cached {
+                    &caches.jwt_hits
+                } else {
+                    &caches.jwt_misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Allow { .. } => {}
+        }
+    }
+
+    fn count_denial(&self, kind: &'static str) {
+        let labels = || ReasonLabels { reason: kind };
+        match DENY_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.denial_handles[i]
+                .get_or_init(|| self.denials.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.denials.get_or_create(&labels()).inc(),
+        };
+    }
+
+    /// Counts a request refused before any decision, by its status (400 or 413).
+    pub fn record_refused(&self, status: u16) {
+        match status {
+            413 => self.too_large.inc(),
+            _ => self.bad_request.inc(),
+        };
+    }
+
+    /// Everything, as OpenMetrics text.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+fn action_index(action: Action) -> usize {
+    match action {
+        Action::Publish => 0,
+        Action::Read => 1,
+        Action::Playback => 2,
+        Action::Api => 3,
+        Action::Metrics => 4,
+        Action::Pprof => 5,
+    }
+}
+
+fn protocol_index(protocol: &str) -> usize {
+    match protocol {
+        "rtsp" => 0,
+        "rtmp" => 1,
+        "hls" => 2,
+        "webrtc" => 3,
+        "srt" => 4,
+        "moq" => 5,
+        "" => 6,
+        _ => 7,
+    }
+}
+
+fn source_index(source: Source) -> usize {
+    match source {
+        Source::Users => 0,
+        Source::Jwt => 1,
+        Source::Jellyfin => 2,
+        Source::Emby => 3,
+        Source::Plex => 4,
+        Source::Oidc => 5,
+        Source::None => 6,
+    }
+}
+
+/// The values read from the policy in use at each scrape.
+struct Scrape {
+    live: Arc<LivePolicy>,
+    verification: Arc<VerificationCaches>,
+}
+
+impl fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+/// One metric family with a single label, written only if it has samples.
+struct Series<'a, V> {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<&'a Unit>,
+    label: &'static str,
+    samples: Vec<(&'static str, V)>,
+}
+
+impl<V: EncodeMetric> Series<'_, V> {
+    fn encode(self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let Some((_, first)) = self.samples.first() else {
+            return Ok(());
+        };
+        let metric_type = first.metric_type();
+        let mut family = encoder.encode_descriptor(self.name, self.help, self.unit, metric_type)?;
+        for (value, metric) in &self.samples {
+            metric.encode(family.encode_family(&[(self.label, *value)])?)?;
+        }
+        Ok(())
+    }
+}
+
+fn counter<'a>(
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+) -> Series<'a, ConstCounter<u64>> {
+    Series {
+        name,
+        help,
+        unit: None,
+        label,
+        samples: Vec::new(),
+    }
+}
+
+fn gauge<'a, N>(
+    name: &'static str,
+    help: &'static str,
+    unit: Option<&'a Unit>,
+    label: &'static str,
+) -> Series<'a, ConstGauge<N>> {
+    Series {
+        name,
+        help,
+        unit,
+        label,
+        samples: Vec::new(),
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let policy = self.live.load();
+        let n = |c: &AtomicU64| ConstCounter::new(c.load(Ordering::Relaxed));
+
+        let mut hits = counter(
+            "cache_hits",
+            "Answers served from a cache: users = argon2 verifications, jwt = verified tokens \
+             (both counted on allowed decisions), otherwise an account source's cache of \
+             upstream answers (successes and recent rejections).",
+            "cache",
+        );
+        let mut misses = counter(
+            "cache_misses",
+            "Lookups the cache could not answer: users = argon2 verifications run, jwt = \
+             signatures checked (both counted on allowed decisions), otherwise account lookups \
+             not answered from the cache.",
+            "cache",
+        );
+        let v = &self.verification;
+        hits.samples.push(("users", n(&v.users_hits)));
+        misses.samples.push(("users", n(&v.users_misses)));
+        if policy.jwt().is_some() {
+            hits.samples.push(("jwt", n(&v.jwt_hits)));
+            misses.samples.push(("jwt", n(&v.jwt_misses)));
+        }
+
+        let mut calls = counter(
+            "upstream_calls",
+            "Calls to an account source's upstream (media server or OIDC token endpoint).",
+            "source",
+        );
+        let mut errors = counter(
+            "upstream_errors",
+            "Upstream calls that failed (timeout, connection error, 5xx, unreadable answer); \
+             never counted as wrong credentials.",
+            "source",
+        );
+        let mut rejections = counter(
+            "upstream_rejections",
+            "Upstream calls that answered: wrong credentials, disabled account or no access.",
+            "source",
+        );
+        let mut stale = counter(
+            "upstream_stale_answers",
+            "Answers taken from a recent success while the upstream was failing.",
+            "source",
+        );
+        let mut ready = gauge::<i64>(
+            "upstream_ready",
+            "1 once the account source's upstream has answered (see /readyz), else 0.",
+            None,
+            "source",
+        );
+        let mut key_stores: Vec<(&'static str, &KeyStore)> = Vec::new();
+        if let Some(jwt) = policy.jwt() {
+            key_stores.push((Source::Jwt.as_str(), &jwt.keys));
+        }
+        for source in policy.accounts() {
+            let name = source.name();
+            let s = &source.stats;
+            hits.samples.push((name, n(&s.cache_hits)));
+            misses.samples.push((name, n(&s.cache_misses)));
+            calls.samples.push((name, n(&s.upstream_calls)));
+            errors.samples.push((name, n(&s.upstream_errors)));
+            rejections.samples.push((name, n(&s.rejections)));
+            stale.samples.push((name, n(&s.stale_served)));
+            ready
+                .samples
+                .push((name, ConstGauge::new(i64::from(source.is_ready()))));
+            if let Backend::Oidc(oidc) = source.backend() {
+                key_stores.push((name, &oidc.jwt.keys));
+            }
+        }
+        for series in [hits, misses, calls, errors, rejections, stale] {
+            series.encode(&mut encoder)?;
+        }
+        ready.encode(&mut encoder)?;
+
+        let mut keys_ready = gauge::<i64>(
+            "jwks_ready",
+            "1 while a usable key set is loaded (not older than max_stale_secs), else 0.",
+            None,
+            "source",
+        );
+        let mut age = gauge::<f64>(
+            "jwks_age",
+            "Age of the last key set fetched successfully; absent until one is.",
+            Some(&Unit::Seconds),
+            "source",
+        );
+        let mut fetches = counter(
+            "jwks_fetches",
+            "Key set fetches (the discovery document first, if configured).",
+            "source",
+        );
+        let mut failures = counter(
+            "jwks_fetch_failures",
+            "Key set fetches that failed; the last good keys stay in use for max_stale_secs.",
+            "source",
+        );
+        for (name, keys) in key_stores {
+            keys_ready
+                .samples
+                .push((name, ConstGauge::new(i64::from(keys.is_ready()))));
+            if let Some(a) = keys.age() {
+                age.samples.push((name, ConstGauge::new(a.as_secs_f64())));
+            }
+            fetches.samples.push((name, n(&keys.fetches)));
+            failures.samples.push((name, n(&keys.failures)));
+        }
+        keys_ready.encode(&mut encoder)?;
+        age.encode(&mut encoder)?;
+        fetches.encode(&mut encoder)?;
+        failures.encode(&mut encoder)?;
+
+        let live = &self.live;
+        let mut reloads = counter(
+            "config_reloads",
+            "Config reloads (SIGHUP or file change): ok = swapped in, error = invalid file, \
+             previous config kept.",
+            "result",
+        );
+        reloads.samples.push(("ok", n(&live.reloads)));
+        reloads.samples.push(("error", n(&live.reload_failures)));
+        reloads.encode(&mut encoder)?;
+        let generation = encoder.encode_descriptor(
+            "config_generation",
+            "Config in use: 1 at start, +1 per successful reload.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let g = live.generation.load(Ordering::Relaxed);
+        ConstGauge::new(i64::try_from(g).unwrap_or(i64::MAX)).encode(generation)?;
+        Ok(())
+    }
+}
