@@ -61,6 +61,7 @@ impl Verifier {
         // the slot stays taken until the computation really ends.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            lower_thread_priority();
             work.run()
         })
         .await
@@ -125,4 +126,24 @@ impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Makes the calling (blocking-pool) thread yield the CPU to the async workers: an argon2
+/// verification may wait a little longer, but a cached or plain decision never waits behind a
+/// password spray's verifications for a CPU. Linux nice values are per thread; once per thread.
+fn lower_thread_priority() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|lowered| {
+        if lowered.replace(true) {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: plain system calls on the calling thread, with no pointers involved.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        }
+    });
 }
