@@ -257,17 +257,18 @@ impl Config {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                // toml leaves `message` empty for some syntax errors; its Display then says
-                // what went wrong (after a source excerpt, which we drop).
+                // toml leaves `message` empty for some syntax errors (its Display is then only
+                // an excerpt of the file, which could hold a secret): say what we can.
                 let message = match e.message().trim() {
-                    "" => e
-                        .to_string()
-                        .lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('|'))
-                        .unwrap_or("invalid TOML")
-                        .trim()
-                        .to_owned(),
+                    "" => match e.span().and_then(|sp| text.get(sp.start..)?.chars().next()) {
+                        Some(c) if c.is_control() => {
+                            format!(
+                                "invalid TOML syntax: unexpected control character U+{:04X}",
+                                c as u32
+                            )
+                        }
+                        _ => "invalid TOML syntax".to_owned(),
+                    },
                     m => m.to_owned(),
                 };
                 errs.push(e.span().unwrap_or(0..0), message);

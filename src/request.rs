@@ -142,9 +142,9 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// True when the client sent neither a user nor a password.
+    /// True when the client sent a user, a password or a token.
     pub fn has_credentials(&self) -> bool {
-        !self.user.is_empty() || !self.password.is_empty()
+        !self.user.is_empty() || !self.password.is_empty() || !self.token.is_empty()
     }
 }
 

@@ -222,7 +222,8 @@ async fn refused_tokens_each_with_a_clear_reason() {
         (
             "bad header JSON",
             format!("{}.{}.{}", idp::b64url(b"{\"alg\":"), parts[1], parts[2]),
-            "credentials required",
+            // Not JWT-shaped (the header isn't JSON): a token nobody recognises.
+            "no user matches these credentials for this action, path and ip",
         ),
     ];
     for (name, token, want) in cases {
