@@ -510,3 +510,68 @@ impl Collector for Scrape {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn label_tables_match_the_index_functions() {
+        for a in Action::ALL {
+            assert_eq!(ACTIONS[action_index(a)], a.as_str());
+        }
+        for s in SOURCES {
+            assert_eq!(SOURCES[source_index(s)], s);
+        }
+        for p in &PROTOCOLS[..PROTOCOLS.len() - 1] {
+            assert_eq!(PROTOCOLS[protocol_index(p)], *p);
+        }
+        for p in ["RTSP", "gopher", "rtsp ", "other", "\u{0}"] {
+            assert_eq!(PROTOCOLS[protocol_index(p)], "other", "{p:?}");
+        }
+    }
+
+    #[test]
+    fn every_decision_lands_in_exactly_one_series() {
+        let policy = Policy::new(
+            Config::parse(
+                "[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n",
+                "t.toml",
+            )
+            .unwrap(),
+        );
+        let live = Arc::new(LivePolicy::new(policy, None));
+        let metrics = Metrics::new(Arc::clone(&live));
+        let policy = live.load();
+        let mut n = 0;
+        for action in ["read", "publish", "nope"] {
+            for protocol in ["rtsp", "webrtc", "", "zzz"] {
+                let body = format!(r#"{{"action":"{action}","protocol":"{protocol}"}}"#);
+                let req = Request::parse(body.as_bytes()).unwrap();
+                let decision = policy.decide(&req);
+                for _ in 0..=n {
+                    metrics.record(&policy, &req, &decision, Duration::from_micros(30));
+                }
+                n += 1;
+            }
+        }
+        let text = metrics.encode().unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mtx_auth_decisions_total{"))
+            .collect();
+        // 12 combinations, each counted a different number of times: all distinct series.
+        assert_eq!(series.len(), 12, "{text}");
+        let total: u64 = series
+            .iter()
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(total, (1..=12).sum::<u64>());
+        assert!(text.contains(
+            "mtx_auth_decisions_total{action=\"unknown\",protocol=\"other\",source=\"none\",outcome=\"deny\"} 12"
+        ));
+        assert!(text.contains("mtx_auth_denials_total{reason=\"unknown_action\"} "));
+        assert!(!text.contains("zzz") && !text.contains("nope"));
+    }
+}
