@@ -16,6 +16,8 @@
 //! nothing, an arbitrary half is dropped. Evicting an entry only costs a later upstream call.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use coarsetime::Instant;
@@ -142,6 +144,10 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
         self.map.pin().insert(key, Entry { value, expires });
     }
 
+    pub fn remove(&self, key: &K) {
+        self.map.pin().remove(key);
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -164,6 +170,43 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
                 keep
             });
         }
+    }
+}
+
+/// Failures counted per key (an address, a user name) over a window that starts with the first
+/// one: what the brute-force limiter and the account sources' per-name limit both keep. Keys are
+/// stored as keyed hashes, so a client cannot aim at one bucket of the map.
+pub struct FailureCounts {
+    map: TtlMap<u128, Arc<AtomicU32>>,
+    hasher: SecretHasher,
+}
+
+impl FailureCounts {
+    pub fn new(capacity: u64, window: Duration) -> Self {
+        FailureCounts {
+            map: TtlMap::new(capacity, window),
+            hasher: SecretHasher::random(),
+        }
+    }
+
+    /// Failures recorded for `key` (in the namespace `domain`) in its current window.
+    pub fn count(&self, domain: u8, key: &[u8]) -> u32 {
+        self.map
+            .get(&self.hasher.hash(domain, &[key]))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    pub fn add(&self, domain: u8, key: &[u8]) {
+        self.map
+            .get_or_replace(self.hasher.hash(domain, &[key]), Default::default, |_| {
+                false
+            })
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets `key`'s failures (a success).
+    pub fn clear(&self, domain: u8, key: &[u8]) {
+        self.map.remove(&self.hasher.hash(domain, &[key]));
     }
 }
 
@@ -199,5 +242,17 @@ mod tests {
         }
         // The latest entry is always there.
         assert_eq!(m.get(&(999 * 0x9E37_79B9_7F4A_7C15)), Some(999));
+    }
+
+    #[test]
+    fn failure_counts_per_key_and_domain() {
+        let f = FailureCounts::new(100, Duration::from_secs(60));
+        f.add(0, b"alice");
+        f.add(0, b"alice");
+        f.add(1, b"alice");
+        assert_eq!((f.count(0, b"alice"), f.count(1, b"alice")), (2, 1));
+        assert_eq!(f.count(0, b"bob"), 0);
+        f.clear(0, b"alice");
+        assert_eq!((f.count(0, b"alice"), f.count(1, b"alice")), (0, 1));
     }
 }

@@ -10,11 +10,10 @@
 //! the policy, not in it, so its counts survive config reloads.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::cache::{SecretHasher, TtlMap};
+use crate::cache::FailureCounts;
 use crate::policy::{Decision, DenyReason};
 use crate::request::Request;
 
@@ -42,10 +41,9 @@ impl Default for Limits {
 
 pub struct Limiter {
     limits: Limits,
-    /// Failure counts, keyed by a keyed hash of the address or name (so a client cannot aim
-    /// at one bucket of the map). An entry lives one window from its first failure.
-    failures: TtlMap<u128, Arc<AtomicU32>>,
-    hasher: SecretHasher,
+    /// Failure counts per address (domain 0) and per user name (domain 1), each living one
+    /// window from its first failure.
+    failures: FailureCounts,
     /// Requests denied by the limiter.
     pub denied: AtomicU64,
 }
@@ -53,30 +51,18 @@ pub struct Limiter {
 impl Limiter {
     pub fn new(limits: Limits) -> Self {
         Limiter {
-            failures: TtlMap::new(1_000_000, limits.failure_window),
+            failures: FailureCounts::new(1_000_000, limits.failure_window),
             limits,
-            hasher: SecretHasher::random(),
             denied: AtomicU64::new(0),
         }
     }
 
-    fn ip_key(&self, req: &Request) -> Option<u128> {
-        let ip = req.ip?;
-        let bytes = match ip {
+    /// The counted part of the client's address: all of IPv4, the /64 of IPv6.
+    fn ip_bytes(req: &Request) -> Option<Vec<u8>> {
+        Some(match req.ip? {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
-        };
-        Some(self.hasher.hash(0, &[&bytes]))
-    }
-
-    fn user_key(&self, req: &Request) -> u128 {
-        self.hasher.hash(1, &[req.user.as_bytes()])
-    }
-
-    fn count(&self, key: u128) -> u32 {
-        self.failures
-            .get(&key)
-            .map_or(0, |n| n.load(Ordering::Relaxed))
+        })
     }
 
     /// Whether this request is to be denied before anything is checked.
@@ -86,12 +72,11 @@ impl Limiter {
         }
         let l = &self.limits;
         let by_ip = l.max_failures_per_ip > 0
-            && self
-                .ip_key(req)
-                .is_some_and(|k| self.count(k) >= l.max_failures_per_ip);
+            && Self::ip_bytes(req)
+                .is_some_and(|ip| self.failures.count(0, &ip) >= l.max_failures_per_ip);
         let by_user = l.max_failures_per_user > 0
             && !req.user.is_empty()
-            && self.count(self.user_key(req)) >= l.max_failures_per_user;
+            && self.failures.count(1, req.user.as_bytes()) >= l.max_failures_per_user;
         if by_ip || by_user {
             self.denied.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -122,18 +107,13 @@ impl Limiter {
         if !failed || !req.has_credentials() {
             return;
         }
-        let bump = |key: u128| {
-            self.failures
-                .get_or_replace(key, Default::default, |_| false)
-                .fetch_add(1, Ordering::Relaxed);
-        };
         if self.limits.max_failures_per_ip > 0 {
-            if let Some(k) = self.ip_key(req) {
-                bump(k);
+            if let Some(ip) = Self::ip_bytes(req) {
+                self.failures.add(0, &ip);
             }
         }
         if self.limits.max_failures_per_user > 0 && !req.user.is_empty() {
-            bump(self.user_key(req));
+            self.failures.add(1, req.user.as_bytes());
         }
     }
 }

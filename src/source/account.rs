@@ -22,7 +22,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use ipnet::IpNet;
 use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
-use crate::cache::{SecretHasher, TtlMap};
+use crate::cache::{FailureCounts, SecretHasher, TtlMap};
 use crate::permission::{self, Permission};
 use crate::policy::Source;
 use crate::request::Request;
@@ -335,7 +335,7 @@ pub struct AccountSource {
     /// Successes kept for `stale_grace`, used only while the upstream fails.
     last_good: Cache<u128, Arc<Grant>>,
     /// Rejected logins per lower-cased user name, counted from the first for `failure_window`.
-    failures: Cache<String, Arc<AtomicU32>>,
+    failures: FailureCounts,
     hasher: SecretHasher,
     /// Milliseconds since `started` until which the upstream is considered down.
     down_until: AtomicU64,
@@ -382,10 +382,7 @@ impl AccountSource {
                 .max_capacity(settings.cache_capacity)
                 .time_to_live(settings.stale_grace.max(Duration::from_millis(1)))
                 .build(),
-            failures: Cache::builder()
-                .max_capacity(settings.cache_capacity)
-                .time_to_live(settings.failure_window)
-                .build(),
+            failures: FailureCounts::new(settings.cache_capacity, settings.failure_window),
             settings,
             hasher: SecretHasher::random(),
             down_until: AtomicU64::new(0),
@@ -496,7 +493,7 @@ impl AccountSource {
         match result {
             Ok(identity) => {
                 if let OwnedCredentials::Login { user, .. } = creds {
-                    self.failures.invalidate(&user.to_lowercase());
+                    self.failures.clear(0, user.to_lowercase().as_bytes());
                 }
                 let grant = Arc::new(self.grant(identity));
                 self.last_good.insert(key, Arc::clone(&grant));
@@ -505,9 +502,7 @@ impl AccountSource {
             Err(CheckError::Rejected(why)) => {
                 self.stats.rejections.fetch_add(1, Ordering::Relaxed);
                 if let OwnedCredentials::Login { user, .. } = creds {
-                    self.failures
-                        .get_with(user.to_lowercase(), Default::default)
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.failures.add(0, user.to_lowercase().as_bytes());
                 }
                 tracing::debug!(source = self.name(), reason = why, "account rejected");
                 Answer::Rejected
@@ -562,9 +557,7 @@ impl AccountSource {
     }
 
     fn failures_for(&self, user: &str) -> u32 {
-        self.failures
-            .get(&user.to_lowercase())
-            .map_or(0, |n| n.load(Ordering::Relaxed))
+        self.failures.count(0, user.to_lowercase().as_bytes())
     }
 
     fn is_down(&self) -> bool {
