@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `check`, `hash` and `explain`.
+//! The command line: `serve` (the default), `check`, `hash`, `explain`, `import-mediamtx` and
+//! `healthcheck`.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -60,6 +61,20 @@ enum Command {
         /// `-` reads it from stdin.
         request: String,
     },
+    /// Print an mtx-auth config equivalent to a mediamtx.yml's authInternalUsers and authJWT*
+    /// settings (stdout); notes on what could not be carried over exactly go to stderr.
+    ImportMediamtx {
+        /// MediaMTX's config file.
+        file: PathBuf,
+        /// Import these settings instead of the ones the file's authMethod selects.
+        #[arg(long, value_enum)]
+        method: Option<crate::import::Method>,
+    },
+    /// Exit 0 if URL answers 200, else 1: a health check for images without curl or a shell.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9000/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Args)]
@@ -88,6 +103,8 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config.config),
         Command::Hash { sha256 } => hash(sha256),
         Command::Explain { config, request } => explain(&config.config, &request),
+        Command::ImportMediamtx { file, method } => import_mediamtx(&file, method),
+        Command::Healthcheck { url } => healthcheck(&url),
     };
     match result {
         Ok(code) => code,
@@ -147,6 +164,50 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         }
         None => ExitCode::FAILURE,
     })
+}
+
+fn import_mediamtx(file: &Path, method: Option<crate::import::Method>) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    match crate::import::import(&text, &file.display().to_string(), method) {
+        Ok(imported) => {
+            for note in &imported.notes {
+                eprintln!("note: {note}");
+            }
+            print!("{}", imported.toml);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status())
+        });
+    match status {
+        Ok(s) if s == reqwest::StatusCode::OK => Ok(ExitCode::SUCCESS),
+        Ok(s) => {
+            eprintln!("mtx-auth healthcheck: {url} answered {s}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("mtx-auth healthcheck: {url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn hash(sha256: bool) -> anyhow::Result<ExitCode> {

@@ -23,12 +23,15 @@
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
 //! - [`metrics`] is `GET /metrics`: decisions, latency, caches, upstreams, key sets and reloads
 //!   in the Prometheus (OpenMetrics) text format; counted once per process, across reloads.
-//! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`).
+//! - [`import`] turns a `mediamtx.yml`'s own auth settings into an equivalent config.
+//! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`, `import-mediamtx`,
+//!   `healthcheck`).
 
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod import;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,456 @@
+//! `mtx-auth import-mediamtx` through the binary: each `mediamtx.yml` in tests/data/mediamtx is
+//! imported, the printed config is served, and requests are replayed over HTTP. The decisions
+//! must be MediaMTX's: its own test rows (tests/data/internal-users.json) for the files that
+//! carry those suites, and tables written from MediaMTX's rules for the others.
+
+mod common;
+#[path = "support/idp.rs"]
+mod idp;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{mtx_request, spawn, TestApp};
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/mediamtx")
+        .join(name)
+}
+
+fn run_import(path: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+        .arg("import-mediamtx")
+        .arg(path)
+        .args(extra)
+        .output()
+        .expect("run mtx-auth")
+}
+
+/// Imports `path` and returns the printed TOML, which must also pass `mtx-auth check`.
+fn import(path: &Path) -> String {
+    let out = run_import(path, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "import failed: {stderr}");
+    let toml = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("imported.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "check refused the imported config: {}\n{toml}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    toml
+}
+
+fn allowed(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Replays `(name, request, allow)` rows and lists every row decided the other way.
+async fn replay(app: &TestApp, rows: &[(&str, Value, bool)]) {
+    let mut wrong = Vec::new();
+    for (name, request, want) in rows {
+        let (status, body) = app.auth(request).await;
+        if allowed(status) != *want {
+            wrong.push(format!("{name}: wanted allow={want}, got {status} {body}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+fn req(action: &str, path: &str, ip: &str, user: &str, pass: &str) -> Value {
+    mtx_request(action, path, ip, user, pass)
+}
+
+#[actix_web::test]
+async fn conformance_suites_give_mediamtx_decisions_after_import() {
+    let data: Value =
+        serde_json::from_str(include_str!("data/internal-users.json")).expect("valid JSON");
+    let files: &[(&str, &[&str])] = &[
+        ("TestAuthInternal/plain", &["plain.yml"]),
+        ("TestAuthInternal/sha256", &["sha256.yml"]),
+        ("TestAuthInternal/argon2", &["argon2.yml"]),
+        // MediaMTX's shipped block, and a file without the key (MediaMTX's defaults apply).
+        ("MediaMTX default users", &["default.yml", "absent.yml"]),
+    ];
+    let mut replayed = 0;
+    for suite in data["suites"].as_array().unwrap() {
+        let name = suite["name"].as_str().unwrap();
+        let (_, names) = files
+            .iter()
+            .find(|(s, _)| *s == name)
+            .unwrap_or_else(|| panic!("no mediamtx.yml for suite {name}"));
+        for file in *names {
+            let app = spawn(&import(&fixture(file)));
+            let rows: Vec<(&str, Value, bool)> = suite["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap(),
+                        c["request"].clone(),
+                        c["allow"].as_bool().unwrap(),
+                    )
+                })
+                .collect();
+            replayed += rows.len();
+            replay(&app, &rows).await;
+        }
+    }
+    assert_eq!(replayed, 33, "every suite replayed against every file");
+}
+
+#[actix_web::test]
+async fn hashed_users_ip_lists_and_regex_paths() {
+    let toml = import(&fixture("household.yml"));
+    // The imported file says where each user came from.
+    assert!(toml.contains("# authInternalUsers[2] ("), "{toml}");
+    let app = spawn(&toml);
+    let cam =
+        |action: &str, path: &str, ip: &str, pass: &str| req(action, path, ip, "camera", pass);
+    let family =
+        |action: &str, path: &str, pass: &str| req(action, path, "8.8.8.8", "testuser", pass);
+    let anon = |path: &str, ip: &str| req("read", path, ip, "", "");
+    let admin =
+        |action: &str, path: &str, ip: &str, pass: &str| req(action, path, ip, "admin", pass);
+    replay(
+        &app,
+        &[
+            (
+                "camera publishes under cam/",
+                cam("publish", "cam/front", "192.168.20.7", "testpass"),
+                true,
+            ),
+            (
+                "camera as IPv4-mapped IPv6",
+                cam("publish", "cam/front", "::ffff:192.168.20.7", "testpass"),
+                true,
+            ),
+            (
+                "camera off its VLAN",
+                cam("publish", "cam/front", "192.168.30.7", "testpass"),
+                false,
+            ),
+            (
+                "camera outside cam/",
+                cam("publish", "tv/front", "192.168.20.7", "testpass"),
+                false,
+            ),
+            (
+                "^ anchors the camera prefix",
+                cam("publish", "xcam/front", "192.168.20.7", "testpass"),
+                false,
+            ),
+            (
+                "camera wrong password",
+                cam("publish", "cam/front", "192.168.20.7", "testuser"),
+                false,
+            ),
+            (
+                "camera cannot read",
+                cam("read", "cam/front", "192.168.20.7", "testpass"),
+                false,
+            ),
+            (
+                "family reads cam/ (argon2)",
+                family("read", "cam/1", "testpass"),
+                true,
+            ),
+            (
+                "family reads tv/",
+                family("read", "tv/news", "testpass"),
+                true,
+            ),
+            (
+                "family not private/",
+                family("read", "private/1", "testpass"),
+                false,
+            ),
+            (
+                "family plays back anything",
+                family("playback", "private/1", "testpass"),
+                true,
+            ),
+            (
+                "family wrong password",
+                family("read", "cam/1", "wrong"),
+                false,
+            ),
+            (
+                "family cannot publish",
+                family("publish", "cam/1", "testpass"),
+                false,
+            ),
+            (
+                "LAN reads *live* (unanchored)",
+                anon("tv/live1", "192.168.1.10"),
+                true,
+            ),
+            ("LAN over IPv6", anon("golive", "fd00::1"), true),
+            ("not from the internet", anon("golive", "8.8.8.8"), false),
+            (
+                "LAN, path without live",
+                anon("tv/news", "192.168.1.10"),
+                false,
+            ),
+            (
+                "admin API from its host",
+                admin("api", "", "10.0.0.5", "s3cr3t!"),
+                true,
+            ),
+            (
+                "admin API from elsewhere",
+                admin("api", "", "10.0.0.6", "s3cr3t!"),
+                false,
+            ),
+            (
+                "admin publishes studio",
+                admin("publish", "studio", "10.0.0.5", "s3cr3t!"),
+                true,
+            ),
+            (
+                "studio is exact",
+                admin("publish", "studio2", "10.0.0.5", "s3cr3t!"),
+                false,
+            ),
+            (
+                "admin wrong password",
+                admin("api", "", "10.0.0.5", "s3cr3t"),
+                false,
+            ),
+            (
+                "nobody else has the API",
+                req("api", "", "127.0.0.1", "", ""),
+                false,
+            ),
+        ],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn legacy_per_path_credentials_are_converted_like_mediamtx() {
+    let out = run_import(&fixture("legacy.yml"), &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("legacy per-path credentials"));
+    let app = spawn(&import(&fixture("legacy.yml")));
+    replay(
+        &app,
+        &[
+            (
+                "anyone plays back",
+                req("playback", "cam", "1.2.3.4", "", ""),
+                true,
+            ),
+            ("API from this machine", req("api", "", "::1", "", ""), true),
+            (
+                "API from elsewhere",
+                req("api", "", "1.2.3.4", "", ""),
+                false,
+            ),
+            (
+                "cam publisher from its network",
+                req("publish", "cam", "192.168.20.4", "cam", "lens"),
+                true,
+            ),
+            (
+                "viewer (from pathDefaults) reads cam",
+                req("read", "cam", "1.2.3.4", "viewer", "watch"),
+                true,
+            ),
+            (
+                "anonymous cannot read cam",
+                req("read", "cam", "1.2.3.4", "", ""),
+                false,
+            ),
+            (
+                "viewer reads other paths (all_others)",
+                req("read", "x/y", "1.2.3.4", "viewer", "watch"),
+                true,
+            ),
+            (
+                "open: an explicit empty readUser is anyone",
+                req("read", "open", "1.2.3.4", "", ""),
+                true,
+            ),
+            // all_others has no publishUser: MediaMTX lets anyone publish anywhere (over IPv4).
+            (
+                "all_others publish is open",
+                req("publish", "cam", "1.2.3.4", "", ""),
+                true,
+            ),
+            // The legacy default IPs are 0.0.0.0/0: IPv4 only.
+            (
+                "legacy users are IPv4 only",
+                req("read", "open", "2001:db8::1", "", ""),
+                false,
+            ),
+        ],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn jwt_method_imports_key_set_claim_key_and_exclusions() {
+    let key = idp::TestKey::generate(idp::KeyKind::Rsa, "k1");
+    let server = idp::FakeIdp::start(vec![key.jwk()]);
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("mediamtx.yml");
+    let text = std::fs::read_to_string(fixture("jwt.yml")).unwrap();
+    std::fs::write(&yml, text.replace("JWKS_URL", &server.jwks_url())).unwrap();
+    let toml = import(&yml);
+    let app = spawn(&toml);
+    app.wait_ready().await;
+
+    // MediaMTX checks exp only when present: a token without one is accepted.
+    let token =
+        key.sign(&json!({"sub": "alice", "mtx_perms": [{"action": "read", "path": "cam"}]}));
+    let other_claim =
+        key.sign(&json!({"sub": "bob", "mediamtx_permissions": [{"action": "read"}]}));
+    let expired = key
+        .sign(&json!({"sub": "carol", "exp": idp::now() - 60, "mtx_perms": [{"action": "read"}]}));
+    let bearer = |t: &str, path: &str| req("read", path, "10.0.0.1", "", t);
+    replay(
+        &app,
+        &[
+            (
+                "excluded path without a token",
+                req("read", "public/lobby", "10.0.0.1", "", ""),
+                true,
+            ),
+            (
+                "not excluded without a token",
+                req("read", "cam", "10.0.0.1", "", ""),
+                false,
+            ),
+            (
+                "internal users are ignored under jwt",
+                req("publish", "cam", "10.0.0.1", "", ""),
+                false,
+            ),
+            ("token granting cam", bearer(&token, "cam"), true),
+            ("token not granting other", bearer(&token, "other"), false),
+            (
+                "claim under another key",
+                bearer(&other_claim, "cam"),
+                false,
+            ),
+            ("expired token", bearer(&expired, "cam"), false),
+        ],
+    )
+    .await;
+}
+
+fn stderr_of(yaml: &str, extra: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mediamtx.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = run_import(&file, extra);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn problems_point_at_the_yaml_and_never_echo_secrets() {
+    // A bad address, a regex that does not compile and an unknown action: each at its line.
+    let (ok, stdout, stderr) = stderr_of(
+        "authInternalUsers:\n\
+         - user: alice\n  pass: hunter2-secret\n  ips: ['10.0.0.300']\n  permissions:\n  - action: read\n    path: '~(('\n  - action: watch\n",
+        &[],
+    );
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("mediamtx.yml:4:9: "), "{stderr}");
+    assert!(stderr.contains("mediamtx.yml:7:11: path: "), "{stderr}");
+    assert!(stderr.contains("mediamtx.yml:8:13: action "), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // Malformed YAML on a line holding a password: the message has no excerpt of the file.
+    let (ok, _, stderr) = stderr_of(
+        "authInternalUsers:\n- user: bob\n  pass: [hunter2-secret\n",
+        &[],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("mediamtx.yml: "), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    // MediaMTX refuses unknown fields in a user, and so does the import.
+    let (ok, _, stderr) = stderr_of("authInternalUsers:\n- user: any\n  paths: [cam]\n", &[]);
+    assert!(!ok && stderr.contains("paths"), "{stderr}");
+
+    // `any` with a password is a MediaMTX config error.
+    let (ok, _, stderr) = stderr_of(
+        "authInternalUsers:\n- user: any\n  pass: x\n  permissions: [{action: read}]\n",
+        &[],
+    );
+    assert!(!ok && stderr.contains("mediamtx.yml:3:9: "), "{stderr}");
+}
+
+#[test]
+fn method_choices_and_notes() {
+    let users = "authInternalUsers:\n- user: any\n  permissions: [{action: read}]\n";
+    // Already http: both sets are unused; the operator must say which to import.
+    let (ok, _, stderr) = stderr_of(&format!("authMethod: http\n{users}"), &[]);
+    assert!(!ok && stderr.contains("--method"), "{stderr}");
+    let (ok, stdout, _) = stderr_of(
+        &format!("authMethod: http\n{users}"),
+        &["--method", "internal"],
+    );
+    assert!(ok && stdout.contains("[[users]]"), "{stdout}");
+    // The pre-v1.8 key counts as http too.
+    let (ok, _, _) = stderr_of(
+        &format!("externalAuthenticationURL: http://x/auth\n{users}"),
+        &[],
+    );
+    assert!(!ok);
+
+    // jwt without a key set is a MediaMTX error.
+    let (ok, _, stderr) = stderr_of("authMethod: jwt\n", &[]);
+    assert!(!ok && stderr.contains("authJWTJWKS"), "{stderr}");
+
+    // Under internal, JWT settings are written commented out.
+    let (ok, stdout, _) = stderr_of(&format!("authJWTJWKS: http://idp/jwks\n{users}"), &[]);
+    assert!(
+        ok && stdout.contains("# [jwt]") && !stdout.contains("\n[jwt]"),
+        "{stdout}"
+    );
+
+    // What cannot be carried over is said on stderr and in the file.
+    let (ok, stdout, stderr) = stderr_of(
+        "authMethod: jwt\nauthJWTJWKS: https://idp/jwks\nauthJWTJWKSFingerprint: abcd\nauthJWTInHTTPQuery: false\nrtspAuthMethods: [digest]\n",
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    for needle in ["authJWTJWKSFingerprint", "authJWTInHTTPQuery", "digest"] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(
+        stdout.contains("# Note: authJWTJWKSFingerprint"),
+        "{stdout}"
+    );
+
+    // Legacy keys beside custom users: MediaMTX refuses the file.
+    let (ok, _, stderr) = stderr_of(&format!("{users}paths:\n  cam:\n    readUser: u\n"), &[]);
+    assert!(
+        !ok && stderr.contains("cannot be used together"),
+        "{stderr}"
+    );
+
+    // An empty list denies everything, in MediaMTX and here.
+    let (ok, stdout, stderr) = stderr_of("authInternalUsers: []\n", &[]);
+    assert!(
+        ok && !stdout.contains("[[users]]") && stderr.contains("denies every request"),
+        "{stderr}"
+    );
+}
