@@ -470,3 +470,26 @@ fn serve_reloads_on_sighup_and_on_file_change_and_keeps_a_good_config() {
         assert!(!logs.contains(secret), "{secret} in {logs}");
     }
 }
+
+#[test]
+fn healthcheck_exits_0_only_for_a_200() {
+    // Jellyfin at a closed port: the service is live but not ready.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let path = config_file(
+        "healthcheck.toml",
+        &format!("[jellyfin]\nurl = \"{closed}\"\ntimeout_secs = 1\n"),
+    );
+    let served = Served::start(&path);
+    let check = |url: &str| run(bin().args(["healthcheck", "--url", url]));
+    let (code, _, err) = check(&format!("http://{}/healthz", served.addr));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = check(&format!("http://{}/readyz", served.addr));
+    assert_eq!(code, 1);
+    assert!(err.contains("503"), "{err}");
+    let (code, _, err) = check(&format!("{closed}/healthz"));
+    assert_eq!(code, 1);
+    assert!(err.contains("mtx-auth healthcheck:"), "{err}");
+    served.stop();
+}
