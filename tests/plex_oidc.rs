@@ -100,6 +100,18 @@ async fn plex_token_as_password_and_server_by_name() {
     ])
     .await;
     assert_eq!(plex.signin_hits(), 0, "no password sign-in unless enabled");
+    // The name is only a label, so wrong tokens typed under it are not counted against it: a
+    // household all typing "plex" is not locked out by two typos.
+    for typo in [
+        "typo-token-0000000001",
+        "typo-token-0000000002",
+        "typo-token-0000000003",
+    ] {
+        let body = mtx_request("read", "cam", "10.0.0.1", "plex", typo);
+        assert_eq!(app.status(&body).await, 401);
+    }
+    let owner = mtx_request("read", "cam", "10.0.0.2", "plex", "owner-token-0000000000");
+    assert_eq!(app.status(&owner).await, 200);
 }
 
 #[actix_web::test]

@@ -233,6 +233,16 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Whether a login's user name names an upstream account, and so whether rejected logins
+    /// are counted per name. Plex without `password_login` ignores the name (the password is a
+    /// token): counting it would let two typos by anyone turn away everyone typing that name.
+    fn names_accounts(&self) -> bool {
+        match self {
+            Backend::Plex(p) => p.password_login(),
+            Backend::MediaBrowser(_) | Backend::Oidc(_) => true,
+        }
+    }
+
     async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
         match self {
             Backend::MediaBrowser(b) => b.check(creds).await,
@@ -446,7 +456,9 @@ impl AccountSource {
             return self.stale(key);
         }
         if let Credentials::Login { user, .. } = creds {
-            if self.failures_for(user) >= self.settings.max_failures {
+            if self.backend.names_accounts()
+                && self.failures_for(user) >= self.settings.max_failures
+            {
                 self.stats.limited.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Limited;
             }
@@ -502,7 +514,9 @@ impl AccountSource {
             Err(CheckError::Rejected(why)) => {
                 self.stats.rejections.fetch_add(1, Ordering::Relaxed);
                 if let OwnedCredentials::Login { user, .. } = creds {
-                    self.failures.add(0, user.to_lowercase().as_bytes());
+                    if self.backend.names_accounts() {
+                        self.failures.add(0, user.to_lowercase().as_bytes());
+                    }
                 }
                 tracing::debug!(source = self.name(), reason = why, "account rejected");
                 Answer::Rejected

@@ -75,6 +75,10 @@ impl Plex {
             .header("X-Plex-Version", env!("CARGO_PKG_VERSION"))
     }
 
+    pub fn password_login(&self) -> bool {
+        self.password_login
+    }
+
     pub async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
         let signed_in;
         let token = match creds {
