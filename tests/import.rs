@@ -454,3 +454,173 @@ fn method_choices_and_notes() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Any users list: the import of its YAML decides like the same list written as TOML by hand.
+// ---------------------------------------------------------------------------------------------
+
+mod roundtrip {
+    use mtx_auth::config::Config;
+    use mtx_auth::credential::hash_sha256;
+    use mtx_auth::policy::{Decision, Policy};
+    use mtx_auth::request::Request;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct User {
+        user: String,
+        pass: String,
+        ips: Vec<&'static str>,
+        perms: Vec<(&'static str, &'static str)>,
+    }
+
+    fn arb_user() -> impl Strategy<Value = User> {
+        let name = prop_oneof![
+            Just("any".to_owned()),
+            Just("alice".to_owned()),
+            Just("bob".to_owned()),
+            Just(hash_sha256("carol")),
+        ];
+        let pass = prop_oneof![
+            Just(String::new()),
+            Just("pw1".to_owned()),
+            Just("pw2".to_owned()),
+            Just(hash_sha256("pw1")),
+        ];
+        let ips =
+            prop::sample::subsequence(vec!["10.0.0.0/8", "192.168.1.5", "fd00::/8", "::1"], 0..=2);
+        let perm = (
+            prop::sample::select(vec!["publish", "read", "playback", "api"]),
+            prop::sample::select(vec!["", "cam", "~^cam", "~live"]),
+        );
+        (name, pass, ips, prop::collection::vec(perm, 0..3)).prop_map(|(user, pass, ips, perms)| {
+            // MediaMTX refuses a password on `any`.
+            let pass = if user == "any" { String::new() } else { pass };
+            User {
+                user,
+                pass,
+                ips,
+                perms,
+            }
+        })
+    }
+
+    /// How a YAML scalar is written: plain, single- or double-quoted.
+    fn scalar(v: &str, style: u8) -> String {
+        match style % 3 {
+            // A plain scalar may not start with ':' or be empty.
+            0 if !v.is_empty() && !v.starts_with(':') => v.to_owned(),
+            1 => format!("'{v}'"),
+            _ => format!("\"{v}\""),
+        }
+    }
+
+    fn yaml(users: &[User], styles: &[u8], flow: bool) -> String {
+        let mut out = String::from("logLevel: info\nauthInternalUsers:");
+        if users.is_empty() {
+            return out + " []\n";
+        }
+        out.push('\n');
+        let mut s = styles.iter().cycle();
+        let mut q = |v: &str| scalar(v, *s.next().unwrap());
+        for u in users {
+            let ips: Vec<String> = u.ips.iter().map(|ip| q(ip)).collect();
+            let perms: Vec<String> = u
+                .perms
+                .iter()
+                .map(|(a, p)| {
+                    if p.is_empty() {
+                        format!("{{action: {a}}}")
+                    } else {
+                        format!("{{action: {a}, path: {}}}", q(p))
+                    }
+                })
+                .collect();
+            let pass = if u.pass.is_empty() {
+                String::new()
+            } else {
+                q(&u.pass)
+            };
+            if flow {
+                out += &format!(
+                    "- {{user: {}, pass: {pass}, ips: [{}], permissions: [{}]}}\n",
+                    q(&u.user),
+                    ips.join(", "),
+                    perms.join(", ")
+                );
+            } else {
+                out += &format!("- user: {}\n  pass: {pass}\n  ips:\n", q(&u.user));
+                for ip in &ips {
+                    out += &format!("  - {ip}\n");
+                }
+                out += "  permissions:\n";
+                for p in &perms {
+                    out += &format!("  - {p}\n");
+                }
+            }
+        }
+        out
+    }
+
+    fn toml(users: &[User]) -> String {
+        let mut out = String::new();
+        for u in users {
+            let ips: Vec<String> = u.ips.iter().map(|ip| format!("{ip:?}")).collect();
+            let perms: Vec<String> = u
+                .perms
+                .iter()
+                .map(|(a, p)| format!("{{ action = {a:?}, path = {p:?} }}"))
+                .collect();
+            out += &format!(
+                "[[users]]\nuser = {:?}\npass = {:?}\nips = [{}]\npermissions = [{}]\n\n",
+                u.user,
+                u.pass,
+                ips.join(", "),
+                perms.join(", ")
+            );
+        }
+        out
+    }
+
+    fn outcome(d: Decision) -> Option<String> {
+        match d {
+            Decision::Allow { user, .. } => Some(user),
+            Decision::Deny(_) => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn imported_yaml_decides_like_the_same_users_in_toml(
+            users in prop::collection::vec(arb_user(), 0..5),
+            styles in prop::collection::vec(any::<u8>(), 1..8),
+            flow in any::<bool>(),
+        ) {
+            let text = yaml(&users, &styles, flow);
+            let imported = mtx_auth::import::import(&text, "mediamtx.yml", None)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            let from_yaml = Policy::new(Config::parse(&imported.toml, "imported.toml").unwrap());
+            let by_hand = Policy::new(Config::parse(&toml(&users), "hand.toml").unwrap());
+            for user in ["", "alice", "bob", "carol", "eve"] {
+                for pass in ["", "pw1", "pw2"] {
+                    for ip in ["10.1.2.3", "192.168.1.5", "fd00::1", "::1", "8.8.8.8"] {
+                        for action in ["publish", "read", "playback", "api"] {
+                            for path in ["cam", "cam/1", "live", "x"] {
+                                let body = serde_json::json!({"user": user, "password": pass, "token": pass, "ip": ip, "action": action, "path": path});
+                                let body = body.to_string();
+                                let req = Request::parse(body.as_bytes()).unwrap();
+                                prop_assert_eq!(
+                                    outcome(from_yaml.decide(&req)),
+                                    outcome(by_hand.decide(&req)),
+                                    "{}\n{}", body, text
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
