@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# CI checks for the deployment files under deploy/ (and the shipped configs under config/):
+#   1. `mtx-auth check` on every *.toml under config/ and deploy/
+#   2. the Dockerfile's COPY sources exist in the build context
+#   3. yamllint on every YAML file under deploy/ (deploy/.yamllint)
+#   4. deploy/docker-compose.yml against the Compose specification's JSON schema
+#   5. the Kubernetes manifests (and, with kubectl, the kustomize output) against the Kubernetes
+#      API schemas, strictly (unknown fields fail)
+#   6. the systemd unit with systemd-analyze, if present
+# Tools come from PyPI at pinned versions, in a venv under target/deploy-venv (reused).
+# Prints one line per check; exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+YAMLLINT_VERSION=1.38.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+# Native sidecars (initContainers with restartPolicy: Always) need Kubernetes >= 1.29: validate
+# against that and against the newest schemas kubernetes-validate ships.
+K8S_MIN_VERSION=1.29.0
+
+VENV=target/deploy-venv
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+passed=0
+ok() {
+  echo "check-deploy: ok   $*"
+  passed=$((passed + 1))
+}
+fail() {
+  echo "check-deploy: FAIL $*" >&2
+  exit 1
+}
+skip() { echo "check-deploy: skip $*"; }
+
+# --- 1. mtx-auth check on every config --------------------------------------------------------
+# deploy/kubernetes/mtx-auth.toml reads the OIDC client secret from this variable (in the cluster
+# it comes from the Secret mtx-auth-secrets). DUMMY VALUE FOR CI ONLY, not a real secret.
+export MTX_AUTH_OIDC_CLIENT_SECRET="ci-dummy-value-not-a-secret"
+
+cargo build --quiet --locked --bin mtx-auth
+mapfile -t tomls < <(find config deploy -name '*.toml' -type f | sort)
+[ "${#tomls[@]}" -gt 0 ] || fail "no *.toml found under config/ or deploy/"
+for f in "${tomls[@]}"; do
+  if out="$(cargo run --quiet --locked -- check --config "$f" 2>&1)"; then
+    ok "mtx-auth check $f"
+  else
+    echo "$out" >&2
+    fail "mtx-auth check $f"
+  fi
+done
+
+# --- 2. Dockerfile COPY sources -----------------------------------------------------------------
+# The build context is the repository root; every COPY without --from must name existing paths.
+while read -r _ args; do
+  read -ra parts <<<"$args"
+  [ "${#parts[@]}" -ge 2 ] || fail "deploy/Dockerfile: cannot parse COPY $args"
+  for src in "${parts[@]:0:${#parts[@]}-1}"; do
+    [ -e "$src" ] || fail "deploy/Dockerfile: COPY source $src does not exist"
+  done
+done < <(grep -E '^COPY ' deploy/Dockerfile | grep -v -- '--from=')
+ok "deploy/Dockerfile COPY sources exist"
+
+# --- Python tools ---------------------------------------------------------------------------------
+pins="yamllint==$YAMLLINT_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+if [ ! -x "$VENV/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+if [ "$(cat "$VENV/.check-deploy-pins" 2>/dev/null || true)" != "$pins" ]; then
+  # shellcheck disable=SC2086 # $pins is a list of requirement specifiers
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $pins
+  echo "$pins" >"$VENV/.check-deploy-pins"
+fi
+ok "tools: $pins"
+BIN="$VENV/bin"
+
+# --- 3. yamllint ----------------------------------------------------------------------------------
+# --strict: warnings fail too.
+if "$BIN/yamllint" -c deploy/.yamllint --strict -f parsable deploy; then
+  ok "yamllint deploy/ ($("$BIN/yamllint" -c deploy/.yamllint --list-files deploy | wc -l) files)"
+else
+  fail "yamllint deploy/"
+fi
+
+# --- 4. docker-compose.yml against the Compose specification -------------------------------------
+if "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec deploy/docker-compose.yml >"$TMP/out" 2>&1; then
+  ok "compose-spec deploy/docker-compose.yml"
+else
+  cat "$TMP/out" >&2
+  fail "compose-spec deploy/docker-compose.yml"
+fi
+
+# --- 5. Kubernetes manifests ------------------------------------------------------------------------
+# Every YAML file under deploy/kubernetes that is a Kubernetes object: kustomization.yaml is
+# kustomize's own file and mediamtx.yml is MediaMTX's config.
+manifests=()
+while IFS= read -r f; do
+  [ "$(basename "$f")" = kustomization.yaml ] && continue
+  if ! grep -q '^apiVersion:' "$f" || ! grep -q '^kind:' "$f"; then
+    continue
+  fi
+  manifests+=("$f")
+done < <(find deploy/kubernetes -type f \( -name '*.yaml' -o -name '*.yml' \) | sort)
+[ "${#manifests[@]}" -gt 0 ] || fail "no Kubernetes manifests under deploy/kubernetes"
+
+k8s_validate() { # FILE... ; against K8S_MIN_VERSION and the newest version
+  "$BIN/kubernetes-validate" --strict --quiet -k "$K8S_MIN_VERSION" "$@" &&
+    "$BIN/kubernetes-validate" --strict --quiet "$@"
+}
+for f in "${manifests[@]}"; do
+  k8s_validate "$f" || fail "kubernetes-validate --strict $f"
+  ok "kubernetes-validate --strict $f (Kubernetes $K8S_MIN_VERSION and $KUBERNETES_VALIDATE_VERSION)"
+done
+
+if command -v kubectl >/dev/null 2>&1; then
+  kubectl kustomize deploy/kubernetes >"$TMP/rendered.yaml" || fail "kubectl kustomize deploy/kubernetes"
+  k8s_validate "$TMP/rendered.yaml" || fail "kubernetes-validate --strict on kubectl kustomize deploy/kubernetes"
+  ok "kubectl kustomize deploy/kubernetes: $(grep -c '^kind:' "$TMP/rendered.yaml") objects valid"
+else
+  skip "kubectl kustomize (kubectl not installed)"
+fi
+
+# --- 6. systemd unit ----------------------------------------------------------------------------------
+if command -v systemd-analyze >/dev/null 2>&1; then
+  # verify insists that ExecStart's binary exists: check a copy that runs the one just built.
+  target_dir="$(cargo metadata --quiet --format-version 1 --no-deps --locked |
+    "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  mtx_bin="$target_dir/debug/mtx-auth"
+  [ -x "$mtx_bin" ] || fail "systemd: no built binary at $mtx_bin"
+  mkdir -p "$TMP/unit"
+  sed "s#^ExecStart=/usr/local/bin/mtx-auth #ExecStart=$mtx_bin #" deploy/mtx-auth.service >"$TMP/unit/mtx-auth.service"
+  grep -q "^ExecStart=$mtx_bin " "$TMP/unit/mtx-auth.service" || fail "systemd: ExecStart=/usr/local/bin/mtx-auth not found in the unit"
+  # verify reports unknown keys and bad values as warnings with exit code 0: any line about
+  # this unit is a failure.
+  systemd-analyze verify "$TMP/unit/mtx-auth.service" >"$TMP/verify" 2>&1 || {
+    cat "$TMP/verify" >&2
+    fail "systemd-analyze verify deploy/mtx-auth.service"
+  }
+  if grep -q 'mtx-auth.service' "$TMP/verify"; then
+    cat "$TMP/verify" >&2
+    fail "systemd-analyze verify deploy/mtx-auth.service"
+  fi
+  ok "systemd-analyze verify deploy/mtx-auth.service"
+  # Keep the hardening from eroding: exposure must stay at or below 2.0 ("OK").
+  if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
+    if systemd-analyze security --offline=yes --threshold=20 "$TMP/unit/mtx-auth.service" >"$TMP/security" 2>&1; then
+      ok "systemd-analyze security: $(grep -o 'Overall exposure level[^:]*: [0-9.]* [A-Z]*' "$TMP/security" | sed 's/.*: //')"
+    else
+      cat "$TMP/security" >&2
+      fail "systemd-analyze security deploy/mtx-auth.service: exposure above 2.0"
+    fi
+  else
+    skip "systemd-analyze security (this systemd has no --offline)"
+  fi
+else
+  skip "systemd-analyze (not installed)"
+fi
+
+echo "check-deploy: $passed passed, 0 failed"
