@@ -33,9 +33,9 @@ struct Block {
     text: String,
 }
 
-/// Every ```` ```toml ```` block of a Markdown text. Fences may be indented (inside lists); the
+/// Every fenced block in `language` (`toml`, `yaml`) of a Markdown text. Fences may be indented (inside lists); the
 /// fence's indentation is removed from the block's lines.
-fn toml_blocks(markdown: &str) -> Vec<Block> {
+fn fenced_blocks(markdown: &str, language: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     // (fence length, indentation, language, tags, fence line, text)
     let mut open: Option<(usize, usize, String, Vec<String>, usize, String)> = None;
@@ -52,7 +52,7 @@ fn toml_blocks(markdown: &str) -> Vec<Block> {
             None => {}
             Some((fence, ..)) if ticks >= *fence && trimmed[ticks..].trim().is_empty() => {
                 let (_, _, lang, tags, fence_line, text) = open.take().expect("open block");
-                if lang == "toml" {
+                if lang == language {
                     blocks.push(Block {
                         fence_line,
                         tags,
@@ -74,7 +74,7 @@ fn toml_blocks(markdown: &str) -> Vec<Block> {
 /// every block must be complete or tagged `fragment`. Example paths are relative to `root`.
 fn check_markdown(name: &str, markdown: &str, strict: bool, root: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    for block in toml_blocks(markdown) {
+    for block in fenced_blocks(markdown, "toml") {
         let at = |line: usize, col: usize| format!("{name}:{}:{col}", block.fence_line + line);
         let fragment = block.tags.iter().any(|t| t == "fragment");
         let complete = block.text.lines().any(|l| l.trim() == "[server]");
@@ -151,7 +151,7 @@ fn every_toml_block_in_the_docs_checks_out() {
     for (path, strict) in files {
         let name = relative(&path);
         let text = std::fs::read_to_string(&path).expect("readable Markdown");
-        complete += toml_blocks(&text)
+        complete += fenced_blocks(&text, "toml")
             .iter()
             .filter(|b| b.text.lines().any(|l| l.trim() == "[server]"))
             .count();
@@ -165,6 +165,32 @@ fn every_toml_block_in_the_docs_checks_out() {
     );
     // The guides show five complete configs; finding fewer means the fence parser broke.
     assert!(complete >= 5, "found only {complete} complete configs");
+}
+
+/// The YAML shown to operators (mediamtx.yml lines, manifests) parses: a YAML mistake in a guide
+/// would be copied into a MediaMTX config.
+#[test]
+fn every_yaml_block_in_the_docs_parses() {
+    let mut files = guides();
+    files.extend(["README.md", "deploy/README.md"].map(|f| root().join(f)));
+    let mut problems = Vec::new();
+    let mut blocks = 0;
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable Markdown");
+        for block in fenced_blocks(&text, "yaml") {
+            blocks += 1;
+            if let Err(e) = serde_saphyr::from_str::<serde_json::Value>(&block.text) {
+                let name = relative(&path);
+                problems.push(format!(
+                    "{name}:{}: {}",
+                    block.fence_line,
+                    e.without_snippet()
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(blocks >= 5, "found only {blocks} yaml blocks");
 }
 
 #[test]
@@ -181,7 +207,7 @@ fn each_guide_shows_its_example_files_and_every_example_loads() {
     let mut shown = Vec::new();
     for guide in guides() {
         let text = std::fs::read_to_string(&guide).expect("readable guide");
-        for block in toml_blocks(&text) {
+        for block in fenced_blocks(&text, "toml") {
             for tag in block.tags.iter().filter(|t| t.ends_with(".toml")) {
                 shown.push((relative(&guide), tag.clone()));
             }
