@@ -15,6 +15,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -141,7 +144,8 @@ struct User {
 
 struct Permission {
     action: String,
-    path: Option<String>,
+    /// Empty: any path.
+    path: String,
     action_at: Place,
     path_at: Place,
 }
@@ -149,11 +153,19 @@ struct Permission {
 impl User {
     /// Everything that decides, as one comparable string.
     fn shape(&self) -> String {
-        let ips: Vec<&str> = self.ips.iter().map(|(ip, _)| ip.as_str()).collect();
+        // As MediaMTX compares them: parsed, so "127.0.0.1" equals "127.0.0.1/32".
+        let ips: Vec<String> = self
+            .ips
+            .iter()
+            .map(|(ip, _)| match ip.parse::<IpAddr>() {
+                Ok(addr) => IpNet::from(addr).to_string(),
+                Err(_) => ip.clone(),
+            })
+            .collect();
         let perms: Vec<(&str, &str)> = self
             .permissions
             .iter()
-            .map(|p| (p.action.as_str(), p.path.as_deref().unwrap_or("")))
+            .map(|p| (p.action.as_str(), p.path.as_str()))
             .collect();
         format!("{:?}", (&self.user.0, &self.pass.0, ips, perms))
     }
@@ -169,10 +181,10 @@ impl User {
     }
 }
 
-fn permission(action: &str, path: Option<&str>) -> Permission {
+fn permission(action: &str, path: &str) -> Permission {
     Permission {
         action: action.into(),
-        path: path.map(Into::into),
+        path: path.into(),
         action_at: None,
         path_at: None,
     }
@@ -191,7 +203,7 @@ fn permissions(list: &List<YamlPermission>) -> Vec<Permission> {
             let (path, path_at) = text(&p.value.path);
             Permission {
                 action,
-                path: Some(path),
+                path,
                 action_at: action_at.or(place(p)),
                 path_at,
             }
@@ -218,9 +230,9 @@ fn default_users() -> Vec<User> {
         User::any(
             "MediaMTX's default: anyone may publish, read and play back any path.".into(),
             vec![
-                permission("publish", None),
-                permission("read", None),
-                permission("playback", None),
+                permission("publish", ""),
+                permission("read", ""),
+                permission("playback", ""),
             ],
         ),
         User {
@@ -228,9 +240,9 @@ fn default_users() -> Vec<User> {
             ..User::any(
                 "MediaMTX's default: the API, metrics and pprof from this machine only.".into(),
                 vec![
-                    permission("api", None),
-                    permission("metrics", None),
-                    permission("pprof", None),
+                    permission("api", ""),
+                    permission("metrics", ""),
+                    permission("pprof", ""),
                 ],
             )
         },
@@ -415,16 +427,16 @@ fn legacy_users(yaml: &MediaMtxYaml) -> Option<Vec<User>> {
     let mut users = vec![
         User::any(
             "MediaMTX's legacy mode: anyone may play back.".into(),
-            vec![permission("playback", None)],
+            vec![permission("playback", "")],
         ),
         User {
             ips: vec![("127.0.0.1/32".into(), None), ("::1/128".into(), None)],
             ..User::any(
                 "MediaMTX's legacy mode: the API, metrics and pprof from this machine only.".into(),
                 vec![
-                    permission("api", None),
-                    permission("metrics", None),
-                    permission("pprof", None),
+                    permission("api", ""),
+                    permission("metrics", ""),
+                    permission("pprof", ""),
                 ],
             )
         },
@@ -471,7 +483,7 @@ fn legacy_users(yaml: &MediaMtxYaml) -> Option<Vec<User>> {
                 user,
                 pass,
                 ips: ip_list,
-                permissions: vec![permission(action, Some(pattern))],
+                permissions: vec![permission(action, pattern)],
             });
         }
     }
@@ -568,9 +580,9 @@ impl Output {
             for p in &u.permissions {
                 let mut entry = format!("  {{ action = {}", quoted(&p.action));
                 let mut places = vec![(1, p.action_at)];
-                if let Some(path) = p.path.as_deref().filter(|p| !p.is_empty()) {
+                if !p.path.is_empty() {
                     places.push((entry.len() + 3, p.path_at.or(p.action_at)));
-                    let _ = write!(entry, ", path = {}", quoted(path));
+                    let _ = write!(entry, ", path = {}", quoted(&p.path));
                 }
                 entry.push_str(" },");
                 self.line_with(&entry, places);
@@ -650,5 +662,44 @@ impl Output {
                     .collect(),
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT_AS_CIDRS: &str = "authInternalUsers:\n\
+        - user: any\n  permissions: [{action: publish}, {action: read}, {action: playback}]\n\
+        - user: any\n  ips: ['127.0.0.1/32', '::1/128']\n  permissions: [{action: api}, {action: metrics}, {action: pprof}]\n\
+        paths:\n  cam:\n    readUser: u\n    readPass: p\n";
+
+    /// MediaMTX accepts legacy keys beside its default users however the addresses are spelled
+    /// (it compares parsed networks), and refuses them beside any other users.
+    #[test]
+    fn legacy_keys_beside_the_default_users() {
+        let imported = import(DEFAULT_AS_CIDRS, "m.yml", None).expect("imported");
+        assert!(
+            imported.toml.contains("# paths.cam: read"),
+            "{}",
+            imported.toml
+        );
+        let changed = DEFAULT_AS_CIDRS.replace("{action: pprof}", "{action: publish}");
+        assert!(matches!(
+            import(&changed, "m.yml", None),
+            Err(ImportError::Unsupported { .. })
+        ));
+    }
+
+    /// A value the loader refuses is reported at its place in the YAML, column included.
+    #[test]
+    fn problems_are_placed_in_the_yaml() {
+        let yaml =
+            "authInternalUsers:\n- user: a\n  permissions:\n  - {action: read, path: '~(('}\n";
+        let Err(ImportError::Invalid(e)) = import(yaml, "m.yml", None) else {
+            panic!("expected a problem");
+        };
+        let p = &e.problems[0];
+        assert_eq!((p.line, p.col), (4, 26), "{p}");
     }
 }
