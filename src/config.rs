@@ -178,6 +178,7 @@ struct RawOverride {
 struct RawJwt {
     jwks_url: Option<Spanned<String>>,
     discovery_url: Option<Spanned<String>>,
+    jwks_fingerprint: Option<Spanned<String>>,
     claim_key: Option<String>,
     identity_claim: Option<String>,
     issuer: Option<String>,
@@ -437,6 +438,25 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
             None
         }
     };
+    let pinned_certificate = raw.jwks_fingerprint.and_then(|f| {
+        let https = matches!(&source, Some(KeySource::Jwks(u) | KeySource::Discovery(u))
+            if u.starts_with("https://"));
+        let pin = parse_fingerprint(f.get_ref());
+        if pin.is_none() {
+            errs.push(
+                f.span(),
+                "jwks_fingerprint: not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+                    .into(),
+            );
+        } else if !https && source.is_some() {
+            errs.push(
+                f.span(),
+                "jwks_fingerprint pins a TLS certificate, so the key server's URL must be https"
+                    .into(),
+            );
+        }
+        pin
+    });
     let day = 24 * 3600;
     let secs = |n: Option<u64>, default: u64| Duration::from_secs(n.unwrap_or(default));
     let leeway = secs(in_range(raw.leeway_secs, "leeway_secs", 0, 3600, errs), 30);
@@ -469,6 +489,7 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
             in_range(raw.max_stale_secs, "max_stale_secs", 0, 30 * day, errs),
             day as u64,
         ),
+        pinned_certificate,
     };
     let cache_ttl = secs(
         in_range(raw.cache_ttl_secs, "cache_ttl_secs", 1, day, errs),
@@ -511,6 +532,20 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
         roles,
         cache_ttl,
     })
+}
+
+/// A certificate's SHA-256 as MediaMTX takes it (64 hex digits, any case) or as
+/// `openssl x509 -fingerprint -sha256` prints it (pairs separated by colons).
+fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut pin = [0; 32];
+    for (byte, pair) in pin.iter_mut().zip(digits.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(pin)
 }
 
 /// An account section of the config file.
@@ -880,6 +915,7 @@ fn build_oidc(
     let jwt = RawJwt {
         jwks_url: None,
         discovery_url: Some(discovery_url),
+        jwks_fingerprint: None,
         claim_key: raw.claim_key.map(Spanned::into_inner),
         identity_claim: Some(identity_claim),
         issuer: raw.issuer.map(Spanned::into_inner),
@@ -1130,6 +1166,59 @@ pass = "x"
             "{p:?}"
         );
         assert!(p[4].starts_with("t.toml:9:8: pass: user \"any\""), "{p:?}");
+    }
+
+    /// MediaMTX's form (hex, any case) and openssl's (colons) give the same pin; anything else,
+    /// or a pin on a plain-http key server, is refused at its place.
+    #[test]
+    fn jwks_fingerprint_forms_and_problems() {
+        let hex = "0123456789abcdef".repeat(4);
+        let colons = hex
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|p| std::str::from_utf8(p).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        let pin = |f: &str| {
+            let text =
+                format!("[jwt]\njwks_url = \"https://idp/certs\"\njwks_fingerprint = \"{f}\"\n");
+            Config::parse(&text, "t.toml")
+                .unwrap()
+                .jwt
+                .unwrap()
+                .fetch
+                .pinned_certificate
+        };
+        let expected = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef].repeat(4);
+        assert_eq!(pin(&hex).unwrap().to_vec(), expected);
+        assert_eq!(pin(&colons).unwrap().to_vec(), expected);
+        let no_pin = Config::parse("[jwt]\njwks_url = \"https://idp/certs\"\n", "t.toml");
+        assert_eq!(no_pin.unwrap().jwt.unwrap().fetch.pinned_certificate, None);
+
+        for bad in [
+            &hex[..62],
+            &format!("{hex}00"),
+            &format!("+f{}", &hex[2..]),
+            "xyz",
+        ] {
+            let p = problems(&format!(
+                "[jwt]\njwks_url = \"https://idp/certs\"\njwks_fingerprint = \"{bad}\"\n"
+            ));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].starts_with("t.toml:3:20: jwks_fingerprint: not a SHA-256"),
+                "{p:?}"
+            );
+        }
+        let p = problems(&format!(
+            "[jwt]\ndiscovery_url = \"http://idp/.well-known/openid-configuration\"\njwks_fingerprint = \"{hex}\"\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("t.toml:3:20: jwks_fingerprint pins a TLS certificate"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! Only what MediaMTX would use is imported as live config: under `authMethod: internal` the
 //! users (MediaMTX ignores `authJWT*` there, so the `[jwt]` section is written commented out);
 //! under `authMethod: jwt` the key set plus `authJWTExclude`, which becomes an `any` user because
-//! MediaMTX lets excluded requests through without a token. Anything that cannot be carried over
-//! exactly is said in a comment in the output and in [`Imported::notes`].
+//! MediaMTX lets excluded requests through without a token; `authJWTJWKSFingerprint` becomes
+//! `jwks_fingerprint`, the same pin on the key server's certificate. Anything that cannot be
+//! carried over exactly is said in a comment in the output and in [`Imported::notes`].
 //!
 //! The output is checked by the same loader as `mtx-auth check` before it is returned: a problem
 //! is reported at the `mediamtx.yml` line the offending value came from, never as a config that
@@ -595,6 +596,7 @@ impl Output {
     fn jwt(&mut self, yaml: &MediaMtxYaml, commented: bool) {
         let c = if commented { "# " } else { "" };
         let (jwks, jwks_at) = text(&yaml.jwt_jwks);
+        let (fingerprint, fingerprint_at) = text(&yaml.jwt_jwks_fingerprint);
         let (claim_key, claim_at) = text(&yaml.jwt_claim_key);
         let claim_key = if claim_key.is_empty() {
             "mediamtx_permissions".to_owned()
@@ -604,6 +606,21 @@ impl Output {
         self.line("");
         self.line(&format!("{c}[jwt]"));
         self.line_at(&format!("{c}jwks_url = {}", quoted(&jwks)), jwks_at);
+        if !fingerprint.is_empty() {
+            if jwks.starts_with("https://") {
+                self.line("# The key server's certificate is trusted by its SHA-256 alone, as in MediaMTX.");
+                self.line_at(
+                    &format!("{c}jwks_fingerprint = {}", quoted(&fingerprint)),
+                    fingerprint_at,
+                );
+            } else if !commented {
+                // Plain HTTP has no certificate: MediaMTX never uses the fingerprint then.
+                let note = "authJWTJWKSFingerprint is left out: authJWTJWKS is not an https URL, \
+                            so there is no certificate to pin";
+                self.line(&format!("# Note: {note}."));
+                self.note(note);
+            }
+        }
         self.line_at(&format!("{c}claim_key = {}", quoted(&claim_key)), claim_at);
         for (key, value) in [
             ("issuer", &yaml.jwt_issuer),
@@ -622,13 +639,6 @@ impl Output {
         self.line(&format!("{c}leeway_secs = 0"));
         if commented {
             return;
-        }
-        if !text(&yaml.jwt_jwks_fingerprint).0.is_empty() {
-            let note = "authJWTJWKSFingerprint is not carried over: mtx-auth checks the key set \
-                        server's certificate against the public web roots, so a self-signed \
-                        certificate makes every JWT fail (denied) until it is replaced";
-            self.line(&format!("# Note: {note}."));
-            self.note(note);
         }
         let (in_query, _) = text(&yaml.jwt_in_http_query);
         if matches!(in_query.as_str(), "false" | "no" | "off") {

@@ -6,12 +6,15 @@
 mod common;
 #[path = "support/idp.rs"]
 mod idp;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{mtx_request, spawn, TestApp};
 use serde_json::{json, Value};
+use tls::TlsFront;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -299,16 +302,36 @@ async fn legacy_per_path_credentials_are_converted_like_mediamtx() {
     .await;
 }
 
+/// Both over plain HTTP and over HTTPS from a self-signed key server pinned by
+/// `authJWTJWKSFingerprint`, which must come over as `jwks_fingerprint`.
 #[actix_web::test]
-async fn jwt_method_imports_key_set_claim_key_and_exclusions() {
+async fn jwt_method_imports_key_set_claim_key_fingerprint_and_exclusions() {
     let key = idp::TestKey::generate(idp::KeyKind::Rsa, "k1");
     let server = idp::FakeIdp::start(vec![key.jwk()]);
-    let dir = tempfile::tempdir().unwrap();
-    let yml = dir.path().join("mediamtx.yml");
-    let text = std::fs::read_to_string(fixture("jwt.yml")).unwrap();
-    std::fs::write(&yml, text.replace("JWKS_URL", &server.jwks_url())).unwrap();
-    let toml = import(&yml);
-    let app = spawn(&toml);
+    let front = TlsFront::start(server.base().trim_start_matches("http://").parse().unwrap());
+    for (url, fingerprint) in [
+        (server.jwks_url(), String::new()),
+        (front.https(&server.jwks_url()), front.fingerprint()),
+    ] {
+        let text = std::fs::read_to_string(fixture("jwt.yml"))
+            .unwrap()
+            .replace("JWKS_URL", &url)
+            .replace("FINGERPRINT", &fingerprint);
+        let dir = tempfile::tempdir().unwrap();
+        let yml = dir.path().join("mediamtx.yml");
+        std::fs::write(&yml, text).unwrap();
+        let toml = import(&yml);
+        assert_eq!(
+            toml.contains(&format!("jwks_fingerprint = \"{fingerprint}\"")),
+            !fingerprint.is_empty(),
+            "{toml}"
+        );
+        jwt_decisions_are_mediamtx_s(&key, &spawn(&toml)).await;
+    }
+}
+
+/// The decisions of tests/data/mediamtx/jwt.yml under MediaMTX.
+async fn jwt_decisions_are_mediamtx_s(key: &idp::TestKey, app: &TestApp) {
     app.wait_ready().await;
 
     // MediaMTX checks exp only when present: a token without one is accepted.
@@ -320,7 +343,7 @@ async fn jwt_method_imports_key_set_claim_key_and_exclusions() {
         .sign(&json!({"sub": "carol", "exp": idp::now() - 60, "mtx_perms": [{"action": "read"}]}));
     let bearer = |t: &str, path: &str| req("read", path, "10.0.0.1", "", t);
     replay(
-        &app,
+        app,
         &[
             (
                 "excluded path without a token",
@@ -426,9 +449,10 @@ fn method_choices_and_notes() {
         "{stdout}"
     );
 
-    // What cannot be carried over is said on stderr and in the file.
+    // What cannot be carried over is said on stderr and in the file: a fingerprint on a
+    // plain-http key server (which MediaMTX never uses), and two protocol differences.
     let (ok, stdout, stderr) = stderr_of(
-        "authMethod: jwt\nauthJWTJWKS: https://idp/jwks\nauthJWTJWKSFingerprint: abcd\nauthJWTInHTTPQuery: false\nrtspAuthMethods: [digest]\n",
+        &format!("authMethod: jwt\nauthJWTJWKS: http://idp/jwks\nauthJWTJWKSFingerprint: {}\nauthJWTInHTTPQuery: false\nrtspAuthMethods: [digest]\n", "ab".repeat(32)),
         &[],
     );
     assert!(ok, "{stderr}");
@@ -436,8 +460,18 @@ fn method_choices_and_notes() {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
     }
     assert!(
-        stdout.contains("# Note: authJWTJWKSFingerprint"),
+        stdout.contains("# Note: authJWTJWKSFingerprint") && !stdout.contains("jwks_fingerprint"),
         "{stdout}"
+    );
+
+    // A fingerprint that is not one: refused at its place (MediaMTX would fail every fetch).
+    let (ok, _, stderr) = stderr_of(
+        "authMethod: jwt\nauthJWTJWKS: https://idp/jwks\nauthJWTJWKSFingerprint: abcd\n",
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("mediamtx.yml:3:25: jwks_fingerprint: not a SHA-256"),
+        "{stderr}"
     );
 
     // Legacy keys beside custom users: MediaMTX refuses the file.

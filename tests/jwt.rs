@@ -4,12 +4,15 @@
 mod common;
 #[path = "support/idp.rs"]
 mod idp;
+#[path = "support/tls.rs"]
+mod tls;
 
 use std::time::Duration;
 
 use common::{spawn, TestApp};
 use idp::{FakeIdp, JwksMode, KeyKind, TestKey};
 use serde_json::{json, Value};
+use tls::TlsFront;
 
 /// A server whose `[jwt]` reads `idp`'s JWKS, plus `extra` TOML lines inside `[jwt]`.
 async fn app_for(idp: &FakeIdp, extra: &str) -> TestApp {
@@ -624,4 +627,64 @@ async fn keys_and_tokens_without_kid() {
     let forged = other.sign_with_header(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims);
     let e = error_of(&app, &with_token(&forged, "c")).await;
     assert_eq!(e, "jwt: token signature invalid");
+}
+
+/// MediaMTX's `authJWTJWKSFingerprint`: a key server with a self-signed certificate is trusted
+/// when, and only when, its certificate is the pinned one. Without the pin, or with another
+/// certificate's, no key is ever fetched and every token is denied.
+#[actix_web::test]
+async fn a_self_signed_key_server_is_trusted_by_its_pinned_fingerprint_only() {
+    let key = TestKey::generate(KeyKind::Rsa, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let backend = idp.base().trim_start_matches("http://").parse().unwrap();
+    let front = TlsFront::start(backend);
+    let url = front.https(&idp.jwks_url());
+    let claims = idp::keycloak_claims(&idp.issuer(), "alice", perms(json!([{"action": "read"}])));
+    let token = key.sign(&claims);
+    let config = |pin: &str| format!("[jwt]\njwks_url = \"{url}\"\n{pin}\n");
+
+    // MediaMTX's spelling and openssl's (`openssl x509 -fingerprint -sha256`).
+    let openssl = front
+        .sha256
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    for pin in [front.fingerprint(), openssl] {
+        let app = spawn(&config(&format!("jwks_fingerprint = \"{pin}\"")));
+        app.wait_ready().await;
+        let (s, b) = app.auth(&with_token(&token, "cam")).await;
+        assert_eq!((s, b["user"].as_str()), (200, Some("alice")), "{b}");
+    }
+    let fetched = idp.jwks_hits();
+    assert!(
+        fetched >= 2,
+        "each pinned server fetched the keys: {fetched}"
+    );
+
+    let impostor = TlsFront::start(backend).fingerprint();
+    for pin in [String::new(), format!("jwks_fingerprint = \"{impostor}\"")] {
+        let app = spawn(&config(&pin));
+        // Wait until the first fetch has failed, so that the deny below is the refusal of the
+        // certificate, not a server still starting.
+        let mut ready = Value::Null;
+        for _ in 0..200 {
+            ready = app.get("/readyz").await.1;
+            if ready["jwt"]["fetch_failures"].as_u64() >= Some(1) {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            ready["jwt"]["fetch_failures"].as_u64() >= Some(1),
+            "{ready}"
+        );
+        assert_eq!(ready["waiting_for"], json!(["jwt"]), "{ready}");
+        assert_eq!(
+            error_of(&app, &with_token(&token, "cam")).await,
+            "jwt: jwt key set unavailable"
+        );
+    }
+    // The refused connections never reached the key server behind the front.
+    assert_eq!(idp.jwks_hits(), fetched);
 }

@@ -42,6 +42,8 @@ pub struct FetchPolicy {
     pub refetch_interval: Duration,
     /// How long the last good keys are used when fetches fail.
     pub max_stale: Duration,
+    /// `jwks_fingerprint`: the SHA-256 of the one certificate the key server may present.
+    pub pinned_certificate: Option<[u8; 32]>,
 }
 
 /// One usable verification key.
@@ -94,7 +96,10 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(source: KeySource, configured_issuer: Option<String>, policy: FetchPolicy) -> Self {
-        let http = upstream::client(policy.timeout);
+        let http = match policy.pinned_certificate {
+            Some(pin) => upstream::pinned_client(policy.timeout, pin),
+            None => upstream::client(policy.timeout),
+        };
         KeyStore {
             source,
             configured_issuer,

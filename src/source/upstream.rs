@@ -4,9 +4,15 @@
 //! Error texts here go to our log only, and never hold a URL: an operator knows the URL, and a
 //! query string may carry a credential.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 /// Largest upstream document read. A JWKS, a user object or a Plex resource list is a few KiB;
 /// anything near this limit is not what we asked for.
@@ -25,6 +31,92 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .user_agent(USER_AGENT)
         .build()
         .expect("static client settings are valid")
+}
+
+/// Like [`client`], but trusting exactly one server certificate: the one whose DER encoding has
+/// SHA-256 `pin` (MediaMTX's `authJWTJWKSFingerprint`). This is how a key server with a
+/// self-signed certificate is reached without turning verification off: the chain, the name and
+/// the dates are not checked, since the pin says more than they would, but the server must still
+/// prove in the handshake that it holds the certificate's private key.
+pub fn pinned_client(timeout: Duration, pin: [u8; 32]) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = PinnedCertificate {
+        pin,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(USER_AGENT)
+        .build()
+        .expect("static client settings are valid")
+}
+
+/// Lower-case hex, as MediaMTX prints and `openssl x509 -fingerprint -sha256` shows (with colons).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accepts the server certificate whose SHA-256 is `pin`, and no other.
+#[derive(Debug)]
+struct PinnedCertificate {
+    pin: [u8; 32],
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let found: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if found == self.pin {
+            return Ok(ServerCertVerified::assertion());
+        }
+        // A replaced certificate is the usual cause: say which one the server now has, so the
+        // operator can check it and update the pin. Certificates are public; nothing secret here.
+        tracing::warn!(
+            expected = %hex(&self.pin),
+            found = %hex(&found),
+            "the key server's certificate does not match jwks_fingerprint"
+        );
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// Why talking to an upstream failed.
