@@ -40,7 +40,7 @@ use crate::source::jwt::{Jwt, JwtConfig};
 use crate::source::mediabrowser::{Flavor, MediaBrowser};
 use crate::source::oidc::{OidcClient, OidcPassword};
 use crate::source::plex::Plex;
-use crate::source::upstream::UpstreamError;
+use crate::source::upstream::{self, UpstreamError};
 
 /// How long a source is skipped after its upstream failed.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -683,8 +683,7 @@ pub fn device_id(scope: &str, user: &str) -> String {
         .chain_update([0])
         .chain_update(user.to_lowercase().as_bytes())
         .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("mtx-auth-{hex}")
+    format!("mtx-auth-{}", upstream::hex(&digest[..16]))
 }
 
 #[cfg(test)]

@@ -59,8 +59,8 @@ pub fn pinned_client(timeout: Duration, pin: [u8; 32]) -> reqwest::Client {
         .expect("static client settings are valid")
 }
 
-/// Lower-case hex, as MediaMTX prints and `openssl x509 -fingerprint -sha256` shows (with colons).
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as MediaMTX prints a fingerprint (openssl prints it upper-case, with colons).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
