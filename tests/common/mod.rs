@@ -123,3 +123,138 @@ pub fn mtx_request(action: &str, path: &str, ip: &str, user: &str, pass: &str) -
         "userAgent": "",
     })
 }
+
+/// `mtx-auth serve` as a child process on a free loopback port: the real binary, its file
+/// watcher, signal handling and log output. Its stderr is collected continuously into `logs`
+/// (so a chatty server never blocks on a full pipe); the process is killed on drop.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub base: String,
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
+    pub client: reqwest::Client,
+}
+
+impl Binary {
+    /// Starts `mtx-auth serve --config PATH --listen 127.0.0.1:0` with `RUST_LOG=info`.
+    pub fn start(path: &std::path::Path) -> Binary {
+        Binary::start_with(path, &[], |_| {})
+    }
+
+    /// Like `start`, with extra environment variables and a last say over the command (to wrap
+    /// it, e.g. in `prlimit`, use `start_command`).
+    pub fn start_with(
+        path: &std::path::Path,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Binary {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mtx-auth"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(path)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        adjust(&mut cmd);
+        Binary::start_command(cmd)
+    }
+
+    /// Runs `cmd` (which must end up running `mtx-auth serve` on port 0) and waits for its
+    /// "listening on" line.
+    pub fn start_command(mut cmd: std::process::Command) -> Binary {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start mtx-auth");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut addr = None;
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("mtx-auth exited before listening: {}", logs.lock().unwrap());
+            }
+            logs.lock().unwrap().push_str(&line);
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                addr = rest.split(['/', ' ', '\n']).next().map(str::to_owned);
+                break;
+            }
+        }
+        let sink = std::sync::Arc::clone(&logs);
+        std::thread::spawn(move || loop {
+            let mut line = String::new();
+            match stderr.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => sink.lock().unwrap().push_str(&line),
+            }
+        });
+        let addr = addr.unwrap();
+        Binary {
+            base: format!("http://{addr}"),
+            addr,
+            child,
+            logs,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `secs` seconds) until the logs contain `needle`; returns whether they did.
+    pub fn wait_for_log(&self, needle: &str, secs: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// An HTTP client for the process, as for an in-process server.
+    pub fn app(&self) -> TestApp {
+        TestApp {
+            base: self.base.clone(),
+            client: self.client.clone(),
+        }
+    }
+
+    /// Sends SIGHUP (a reload).
+    pub fn sighup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `text` to `name` in a fresh folder of the target dir's temp space; returns the path.
+pub fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cfg-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
