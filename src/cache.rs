@@ -16,7 +16,7 @@
 //! nothing, an arbitrary half is dropped. Evicting an entry only costs a later upstream call.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,11 +174,72 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
 }
 
 /// Failures counted per key (an address, a user name) over a window that starts with the first
-/// one: what the brute-force limiter and the account sources' per-name limit both keep. Keys are
-/// stored as keyed hashes, so a client cannot aim at one bucket of the map.
+/// attempt, together with the attempts still in flight: what the brute-force limiter and the
+/// account sources' per-name limit both keep. Keys are stored as keyed hashes, so a client cannot
+/// aim at one bucket of the map.
+///
+/// A limit checked by reading a count before the work and writing it after is overshot by every
+/// attempt that starts in between: 100 concurrent guesses all read "0 failures". So an attempt
+/// *reserves* its place first ([`FailureCounts::try_reserve`]): failures and attempts in flight
+/// together must stay under the limit, in one atomic step, and the reservation then becomes a
+/// failure or is given back.
 pub struct FailureCounts {
-    map: TtlMap<u128, Arc<AtomicU32>>,
+    map: TtlMap<u128, Arc<Tally>>,
     hasher: SecretHasher,
+}
+
+/// One key's failures (high 32 bits) and attempts in flight (low 32 bits), in one word so that
+/// checking both against a limit and reserving is a single atomic update.
+#[derive(Default)]
+pub struct Tally(AtomicU64);
+
+const IN_FLIGHT: u64 = 0xFFFF_FFFF;
+const ONE_FAILURE: u64 = 1 << 32;
+
+impl Tally {
+    fn split(word: u64) -> (u32, u32) {
+        ((word >> 32) as u32, (word & IN_FLIGHT) as u32)
+    }
+
+    /// Failures plus attempts in flight.
+    fn total(&self) -> u32 {
+        let (failed, in_flight) = Tally::split(self.0.load(Ordering::Acquire));
+        failed.saturating_add(in_flight)
+    }
+}
+
+/// A place taken under a limit by an attempt in flight. [`Reservation::release`] gives it back
+/// (the attempt did not fail); anything else, including dropping it (a client that went away,
+/// a task cancelled mid-call), turns it into a failure: an attempt whose outcome we never
+/// learned may still have reached the upstream.
+pub struct Reservation(Option<Arc<Tally>>);
+
+impl Reservation {
+    /// The attempt did not fail: its place is free again.
+    pub fn release(mut self) {
+        if let Some(t) = self.0.take() {
+            t.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The attempt failed: it stays counted, as a failure, for the rest of the window.
+    pub fn fail(self) {
+        drop(self);
+    }
+
+    /// A reservation that holds nothing (the limit is off).
+    pub fn none() -> Self {
+        Reservation(None)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            // One less in flight, one more failure; in flight is at least one (ours).
+            t.0.fetch_add(ONE_FAILURE - 1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl FailureCounts {
@@ -189,24 +250,50 @@ impl FailureCounts {
         }
     }
 
-    /// Failures recorded for `key` (in the namespace `domain`) in its current window.
-    pub fn count(&self, domain: u8, key: &[u8]) -> u32 {
-        self.map
-            .get(&self.hasher.hash(domain, &[key]))
-            .map_or(0, |n| n.load(Ordering::Relaxed))
-    }
-
-    pub fn add(&self, domain: u8, key: &[u8]) {
+    fn tally(&self, domain: u8, key: &[u8]) -> Arc<Tally> {
         self.map
             .get_or_replace(self.hasher.hash(domain, &[key]), Default::default, |_| {
                 false
             })
-            .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Forgets `key`'s failures (a success).
+    /// Failures recorded for `key` (in the namespace `domain`) in its current window, plus the
+    /// attempts for it in flight.
+    pub fn count(&self, domain: u8, key: &[u8]) -> u32 {
+        self.map
+            .get(&self.hasher.hash(domain, &[key]))
+            .map_or(0, |t| t.total())
+    }
+
+    /// Takes a place for one attempt if failures and attempts in flight are below `max`;
+    /// `None` when the limit is reached.
+    pub fn try_reserve(&self, domain: u8, key: &[u8], max: u32) -> Option<Reservation> {
+        let tally = self.tally(domain, key);
+        tally
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let (failed, in_flight) = Tally::split(word);
+                (failed.saturating_add(in_flight) < max && in_flight < u32::MAX).then_some(word + 1)
+            })
+            .ok()?;
+        Some(Reservation(Some(tally)))
+    }
+
+    /// Counts one failure that had no reservation.
+    pub fn add(&self, domain: u8, key: &[u8]) {
+        let tally = self.tally(domain, key);
+        let _ = tally
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word >> 32 < u64::from(u32::MAX)).then_some(word + ONE_FAILURE)
+            });
+    }
+
+    /// Forgets `key`'s failures (a success). Attempts still in flight stay counted.
     pub fn clear(&self, domain: u8, key: &[u8]) {
-        self.map.remove(&self.hasher.hash(domain, &[key]));
+        if let Some(t) = self.map.get(&self.hasher.hash(domain, &[key])) {
+            t.0.fetch_and(IN_FLIGHT, Ordering::AcqRel);
+        }
     }
 }
 
@@ -254,5 +341,46 @@ mod tests {
         assert_eq!(f.count(0, b"bob"), 0);
         f.clear(0, b"alice");
         assert_eq!((f.count(0, b"alice"), f.count(1, b"alice")), (0, 1));
+    }
+
+    #[test]
+    fn reservations_count_while_in_flight_and_settle() {
+        let f = FailureCounts::new(100, Duration::from_secs(60));
+        let a = f.try_reserve(0, b"ip", 3).unwrap();
+        let b = f.try_reserve(0, b"ip", 3).unwrap();
+        let c = f.try_reserve(0, b"ip", 3).unwrap();
+        assert!(f.try_reserve(0, b"ip", 3).is_none(), "three in flight fill a limit of 3");
+        a.release();
+        assert_eq!(f.count(0, b"ip"), 2);
+        b.fail();
+        drop(c); // dropped without an outcome: a failure
+        assert_eq!(f.count(0, b"ip"), 2);
+        f.clear(0, b"ip");
+        assert_eq!(f.count(0, b"ip"), 0);
+        let d = f.try_reserve(0, b"ip", 3).unwrap();
+        f.clear(0, b"ip");
+        assert_eq!(f.count(0, b"ip"), 1, "a success clears failures, not attempts in flight");
+        d.release();
+        assert_eq!(f.count(0, b"ip"), 0);
+    }
+
+    #[test]
+    fn reservations_hold_under_concurrency() {
+        let f = Arc::new(FailureCounts::new(100, Duration::from_secs(60)));
+        let admitted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if let Some(r) = f.try_reserve(0, b"ip", 20) {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                            r.fail();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::Relaxed), 20);
+        assert_eq!(f.count(0, b"ip"), 20);
     }
 }

@@ -20,8 +20,11 @@ use crate::source::account::Backend;
 use crate::source::users::UserName;
 use crate::verifier::Verifier;
 
+/// Said by `check` and `serve` of a config under which every request is denied.
+const GRANTS_NOTHING: &str = "this config grants nothing (no [[users]] entry with a permission, no [jwt], no account source): every request will be denied";
+
 /// How often `serve` looks at the config file for changes.
-const RELOAD_POLL: Duration = Duration::from_secs(1);
+const RELOAD_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Parser)]
 #[command(
@@ -128,6 +131,8 @@ fn load(path: &Path) -> Option<Config> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log_guard = logging::init(args.log_format);
+    // Before reading: a change made from here on is one the watcher must load.
+    let stamp = reload::file_stamp(&args.config.config);
     let Some(config) = load(&args.config.config) else {
         eprintln!("mtx-auth: refusing to start: the config has errors");
         return Ok(ExitCode::FAILURE);
@@ -136,13 +141,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let users = config.users.len();
+    if config.grants_nothing() {
+        tracing::warn!("{}: {GRANTS_NOTHING}", args.config.config.display());
+    }
     let live = Arc::new(LivePolicy::new(
         Policy::new(config),
         Some(args.config.config.clone()),
     ));
     actix_web::rt::System::new().block_on(async move {
         let server = crate::server::start_live(listener.try_clone()?, Arc::clone(&live), None)?;
-        actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL));
+        actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL, stamp));
         #[cfg(unix)]
         actix_web::rt::spawn(reload::on_sighup(Arc::clone(&live)));
         tracing::info!(
@@ -160,6 +168,9 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(match load(path) {
         Some(c) => {
             println!("{}: ok ({} users)", path.display(), c.users.len());
+            if c.grants_nothing() {
+                eprintln!("{}: warning: {GRANTS_NOTHING}", path.display());
+            }
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,

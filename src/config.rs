@@ -237,6 +237,16 @@ struct RawPermission {
 
 impl Config {
     /// Reads and checks a config file.
+    /// True when nothing in this config can ever allow a request: no `[[users]]` entry holds a
+    /// permission, and there is no `[jwt]` and no account source. An empty file is such a
+    /// config. `check` warns about it, and a reload refuses to swap one in for a config that
+    /// grants something (`crate::reload`): it is far more often a file caught half-written.
+    pub fn grants_nothing(&self) -> bool {
+        self.jwt.is_none()
+            && self.accounts.is_empty()
+            && self.users.iter().all(|u| u.permissions.is_empty())
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {

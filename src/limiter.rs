@@ -6,14 +6,20 @@
 //! (`max_failures_per_user`, off by default: it lets anyone lock a user out by guessing).
 //! Requests without credentials are never limited, so `any` rules keep working.
 //!
-//! IPv6 clients are counted per /64, the block one host usually gets. The limiter lives beside
-//! the policy, not in it, so its counts survive config reloads.
+//! A request with credentials reserves its place under each limit before anything is checked,
+//! and holds it while it is decided (`Limiter::begin`): failures and attempts in flight together
+//! stay under the limit, so concurrent guesses cannot overshoot it. A deny that the operator's
+//! config causes (no source accepts credentials for the action at all) is not a failure.
+//!
+//! IPv6 clients are counted per /64, the block one host usually gets; requests whose `ip` does
+//! not parse share one count. The limiter lives beside the policy, not in it, so its counts
+//! survive config reloads.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::cache::FailureCounts;
+use crate::cache::{FailureCounts, Reservation};
 use crate::policy::{Decision, DenyReason};
 use crate::request::Request;
 
@@ -41,11 +47,65 @@ impl Default for Limits {
 
 pub struct Limiter {
     limits: Limits,
-    /// Failure counts per address (domain 0) and per user name (domain 1), each living one
-    /// window from its first failure.
+    /// Failures and attempts in flight per address (domain 0), per user name (domain 1) and for
+    /// every request whose `ip` does not parse (domain 2, one shared key), each living one
+    /// window from its first attempt.
     failures: FailureCounts,
     /// Requests denied by the limiter.
     pub denied: AtomicU64,
+}
+
+/// The places one request holds under the limits while it is decided; see
+/// [`Limiter::begin`]. Dropped without [`Attempt::finish`], it counts as a failed attempt.
+pub struct Attempt {
+    by_ip: Reservation,
+    by_user: Reservation,
+}
+
+impl Attempt {
+    /// Settles the attempt: a failed one stays counted, any other gives its places back.
+    pub fn finish(self, failed: bool) {
+        if failed {
+            self.by_ip.fail();
+            self.by_user.fail();
+        } else {
+            self.by_ip.release();
+            self.by_user.release();
+        }
+    }
+}
+
+/// Where a request's address is counted.
+enum AddressKey {
+    /// All of IPv4.
+    V4([u8; 4]),
+    /// The /64 of IPv6.
+    V6([u8; 8]),
+    /// An `ip` that does not parse (empty, `010.1.2.3`): all such requests share one count,
+    /// so a malformed address never switches the limit off.
+    Unparsable,
+}
+
+impl AddressKey {
+    fn of(req: &Request) -> Self {
+        match req.ip {
+            Some(IpAddr::V4(v4)) => AddressKey::V4(v4.octets()),
+            Some(IpAddr::V6(v6)) => {
+                let mut prefix = [0; 8];
+                prefix.copy_from_slice(&v6.octets()[..8]);
+                AddressKey::V6(prefix)
+            }
+            None => AddressKey::Unparsable,
+        }
+    }
+
+    fn domain_and_bytes(&self) -> (u8, &[u8]) {
+        match self {
+            AddressKey::V4(b) => (0, b),
+            AddressKey::V6(b) => (0, b),
+            AddressKey::Unparsable => (2, &[]),
+        }
+    }
 }
 
 impl Limiter {
@@ -57,46 +117,63 @@ impl Limiter {
         }
     }
 
-    /// The counted part of the client's address: all of IPv4, the /64 of IPv6.
-    fn ip_bytes(req: &Request) -> Option<Vec<u8>> {
-        Some(match req.ip? {
-            IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
-        })
-    }
-
-    /// Whether this request is to be denied before anything is checked.
-    pub fn is_blocked(&self, req: &Request) -> bool {
+    /// Takes this request's places under the limits, before anything is checked: `None` when
+    /// its address (or user name) already has `max` failures and attempts in flight, and the
+    /// request is to be denied at once. Requests without credentials are never limited and hold
+    /// nothing. Reserving first, in one atomic step per limit, is what makes the limit hold
+    /// under concurrency: a hundred simultaneous guesses get exactly `max` evaluations.
+    pub fn begin(&self, req: &Request) -> Option<Attempt> {
         if !req.has_credentials() {
-            return false;
+            return Some(Attempt {
+                by_ip: Reservation::none(),
+                by_user: Reservation::none(),
+            });
         }
         let l = &self.limits;
-        let by_ip = l.max_failures_per_ip > 0
-            && Self::ip_bytes(req)
-                .is_some_and(|ip| self.failures.count(0, &ip) >= l.max_failures_per_ip);
-        let by_user = l.max_failures_per_user > 0
-            && !req.user.is_empty()
-            && self.failures.count(1, req.user.as_bytes()) >= l.max_failures_per_user;
-        if by_ip || by_user {
-            self.denied.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                target: "mtx_auth::limiter",
-                ip = %req.ip_raw,
-                user = %req.user,
-                by_ip,
-                by_user,
-                "too many failed attempts: denied without checking"
-            );
+        let by_ip = if l.max_failures_per_ip > 0 {
+            let key = AddressKey::of(req);
+            let (domain, bytes) = key.domain_and_bytes();
+            self.failures
+                .try_reserve(domain, bytes, l.max_failures_per_ip)
+        } else {
+            Some(Reservation::none())
+        };
+        let by_user = match by_ip {
+            Some(_) if l.max_failures_per_user > 0 && !req.user.is_empty() => self
+                .failures
+                .try_reserve(1, req.user.as_bytes(), l.max_failures_per_user),
+            _ => Some(Reservation::none()),
+        };
+        match (by_ip, by_user) {
+            (Some(by_ip), Some(by_user)) => Some(Attempt { by_ip, by_user }),
+            (by_ip, by_user) => {
+                // Give back whatever was taken: a limited request is not an attempt.
+                let limited_by_ip = by_ip.is_none();
+                by_ip.map(Reservation::release);
+                by_user.map(Reservation::release);
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    target: "mtx_auth::limiter",
+                    ip = %req.ip_raw,
+                    user = %req.user,
+                    by_ip = limited_by_ip,
+                    by_user = !limited_by_ip,
+                    "too many failed attempts: denied without checking"
+                );
+                None
+            }
         }
-        by_ip || by_user
     }
 
-    /// Counts a decision if it was a failed attempt: credentials that didn't check out.
-    /// Denials for other reasons (no permission for a path with a valid token, an upstream
-    /// outage, a full argon2 queue) are not the client's guess and are not counted.
-    pub fn record(&self, req: &Request, decision: &Decision) {
+    /// Whether a decision was a failed attempt: credentials that didn't check out. Denials for
+    /// other reasons (no permission for a path with a valid token, an upstream outage, a full
+    /// argon2 queue) are not the client's guess. `guessable` is false when the config itself
+    /// accepts no credentials for this request's action (see `Policy::accepts_credentials`):
+    /// then every request is denied by the operator's config, and counting those denials would
+    /// turn legitimate clients away once the config is fixed.
+    pub fn is_failure(req: &Request, decision: &Decision, guessable: bool) -> bool {
         let failed = match decision {
-            Decision::Deny(DenyReason::NoMatch) => true,
+            Decision::Deny(DenyReason::NoMatch) => guessable,
             Decision::Deny(DenyReason::Jwt(e)) => !matches!(
                 e,
                 crate::source::jwt::JwtError::KeysUnavailable
@@ -104,17 +181,7 @@ impl Limiter {
             ),
             _ => false,
         };
-        if !failed || !req.has_credentials() {
-            return;
-        }
-        if self.limits.max_failures_per_ip > 0 {
-            if let Some(ip) = Self::ip_bytes(req) {
-                self.failures.add(0, &ip);
-            }
-        }
-        if self.limits.max_failures_per_user > 0 && !req.user.is_empty() {
-            self.failures.add(1, req.user.as_bytes());
-        }
+        failed && req.has_credentials()
     }
 }
 
@@ -122,6 +189,16 @@ impl Limiter {
 mod tests {
     use super::*;
     use crate::permission::Action;
+
+    fn attempt(l: &Limiter, req: &Request, failed: bool) -> bool {
+        match l.begin(req) {
+            Some(a) => {
+                a.finish(failed);
+                true
+            }
+            None => false,
+        }
+    }
 
     #[test]
     fn counts_failures_per_address_and_ipv6_prefix() {
@@ -133,17 +210,45 @@ mod tests {
         let neighbour = Request::new(Action::Read, "cam", "2001:db8::2", "v", "y");
         let elsewhere = Request::new(Action::Read, "cam", "2001:db9::1", "u", "x");
         let anonymous = Request::new(Action::Read, "cam", "2001:db8::1", "", "");
-        let deny = Decision::Deny(DenyReason::NoMatch);
-        assert!(!l.is_blocked(&wrong));
-        l.record(&wrong, &deny);
-        l.record(&anonymous, &Decision::Deny(DenyReason::NoCredentials));
-        l.record(&wrong, &Decision::Deny(DenyReason::Busy));
-        assert!(!l.is_blocked(&wrong));
-        l.record(&wrong, &deny);
-        assert!(l.is_blocked(&wrong));
-        assert!(l.is_blocked(&neighbour), "same /64");
-        assert!(!l.is_blocked(&elsewhere));
-        assert!(!l.is_blocked(&anonymous), "no credentials, never limited");
+        assert!(attempt(&l, &wrong, true));
+        assert!(attempt(&l, &anonymous, true), "no credentials: holds nothing");
+        assert!(attempt(&l, &wrong, false), "a success gives its place back");
+        assert!(attempt(&l, &wrong, true));
+        assert!(!attempt(&l, &wrong, true));
+        assert!(!attempt(&l, &neighbour, false), "same /64");
+        assert!(attempt(&l, &elsewhere, false));
+        assert!(attempt(&l, &anonymous, false), "no credentials, never limited");
+    }
+
+    #[test]
+    fn attempts_in_flight_count() {
+        let l = Limiter::new(Limits {
+            max_failures_per_ip: 3,
+            ..Limits::default()
+        });
+        let req = Request::new(Action::Read, "cam", "10.0.0.1", "u", "x");
+        let held: Vec<_> = (0..3).map(|_| l.begin(&req).unwrap()).collect();
+        assert!(l.begin(&req).is_none());
+        for a in held {
+            a.finish(false);
+        }
+        assert!(l.begin(&req).is_some());
+    }
+
+    #[test]
+    fn unparsable_addresses_share_one_count() {
+        let l = Limiter::new(Limits {
+            max_failures_per_ip: 2,
+            ..Limits::default()
+        });
+        for ip in ["", "010.1.2.3"] {
+            let req = Request::new(Action::Read, "cam", ip, "u", "x");
+            assert!(attempt(&l, &req, true));
+        }
+        let req = Request::new(Action::Read, "cam", "not an ip", "u", "x");
+        assert!(!attempt(&l, &req, true));
+        let fine = Request::new(Action::Read, "cam", "10.0.0.1", "u", "x");
+        assert!(attempt(&l, &fine, true));
     }
 
     #[test]
@@ -151,21 +256,25 @@ mod tests {
         fn from(ip: &str) -> Request<'_> {
             Request::new(Action::Read, "cam", ip, "bob", "guess")
         }
-        let deny = Decision::Deny(DenyReason::NoMatch);
         let off = Limiter::new(Limits::default());
         for i in 0..10 {
             let ip = format!("10.0.0.{i}");
-            off.record(&from(&ip), &deny);
+            assert!(attempt(&off, &from(&ip), true));
         }
-        assert!(!off.is_blocked(&from("10.0.1.1")));
+        assert!(attempt(&off, &from("10.0.1.1"), true));
         let on = Limiter::new(Limits {
             max_failures_per_user: 3,
             ..Limits::default()
         });
         for i in 0..3 {
             let ip = format!("10.0.0.{i}");
-            on.record(&from(&ip), &deny);
+            assert!(attempt(&on, &from(&ip), true));
         }
-        assert!(on.is_blocked(&from("10.0.1.1")));
+        assert!(!attempt(&on, &from("10.0.1.1"), true));
+        // The address's place taken before the user limit refused was given back.
+        let other = Request::new(Action::Read, "cam", "10.0.1.1", "carol", "x");
+        for _ in 0..20 {
+            assert!(attempt(&on, &other, false));
+        }
     }
 }

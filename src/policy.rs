@@ -206,10 +206,12 @@ pub struct Policy {
     decoy: Option<Argon2Hash>,
     jwt: Option<Jwt>,
     accounts: Vec<Arc<AccountSource>>,
+    grants_nothing: bool,
 }
 
 impl Policy {
     pub fn new(config: Config) -> Self {
+        let grants_nothing = config.grants_nothing();
         let decoy = config.users.iter().find_map(|u| match &u.pass {
             Some(Credential::Argon2(h)) => Some(h.decoy()),
             _ => match &u.name {
@@ -229,6 +231,7 @@ impl Policy {
                 .into_iter()
                 .map(|a| Arc::new(AccountSource::from_config(a)))
                 .collect(),
+            grants_nothing,
         }
     }
 
@@ -248,6 +251,24 @@ impl Policy {
         } else {
             Step::Done(Decision::Deny(DenyReason::Jwt(JwtError::UnknownKey)))
         }
+    }
+
+    /// Whether any source could accept credentials for this request's action: a `[[users]]`
+    /// entry with a name holding a permission for it, `[jwt]`, or an account source. When none
+    /// could, a deny is the operator's config speaking (an empty or half-written file), not a
+    /// wrong guess, and the brute-force limiter must not count it against the client. Depends on
+    /// the action only, never on the name sent, so it tells nobody which names exist.
+    pub fn accepts_credentials(&self, req: &Request) -> bool {
+        self.jwt.is_some()
+            || !self.accounts.is_empty()
+            || req
+                .action
+                .is_some_and(|action| self.users.credentials_grant(action))
+    }
+
+    /// See `Config::grants_nothing`.
+    pub fn grants_nothing(&self) -> bool {
+        self.grants_nothing
     }
 
     pub fn server(&self) -> &ServerConfig {
@@ -360,8 +381,9 @@ impl Policy {
     /// credentials decides; one that rejects them passes the request on.
     fn accounts_from(&self, req: &Request, from: usize, mut progress: Progress) -> Step {
         if let Some(creds) = Credentials::of(req) {
-            // A TOML user always wins over a remote account with the same name. Checked only
-            // before an upstream call: the caches hold nothing else.
+            // A TOML user always wins over a remote account with the same name, in any case
+            // (`Users::shadows`): its password never travels upstream. Checked only before an
+            // upstream call: the caches hold nothing else.
             let mut toml_name = None;
             for (i, source) in self.accounts.iter().enumerate().skip(from) {
                 if !source.accepts(&creds) {
@@ -370,7 +392,7 @@ impl Policy {
                 match source.lookup(&creds) {
                     Lookup::Miss(key) => {
                         let taken = *toml_name.get_or_insert_with(|| {
-                            matches!(creds, Credentials::Login { user, .. } if self.users.has_name(user))
+                            matches!(creds, Credentials::Login { user, .. } if self.users.shadows(user))
                         });
                         if taken {
                             break;

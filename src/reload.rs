@@ -5,20 +5,24 @@
 //! and checked in full first; if it has problems, nothing changes: they are logged as
 //! `FILE:LINE:COL: message` and counted, and the old policy keeps serving.
 //!
+//! Files are caught half-written: a change to the file is loaded only once it has stayed the
+//! same for [`SETTLE`], and a config that looks truncated (one granting nothing, or one without
+//! `[[users]]`, replacing a config that has them) is refused like an invalid one.
+//!
 //! Every reload builds a new `Policy` with empty caches, so a user removed or a password changed
 //! is denied on the very next request even if the old policy had verified it. What is not tied to
 //! the config's content carries over: JWT keys fetched from the same URL, and whether each
 //! upstream has answered, so a reload never makes the service unready or denies while keys are
 //! refetched.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem};
 use crate::policy::Policy;
 use crate::source::account::AccountSource;
 use crate::source::jwks::KeyStore;
@@ -59,17 +63,19 @@ impl LivePolicy {
         let Some(path) = &self.path else {
             return Ok(self.generation.load(Ordering::Relaxed));
         };
-        let config = Config::load(path).inspect_err(|e| {
-            self.reload_failures.fetch_add(1, Ordering::Relaxed);
-            for problem in &e.problems {
-                tracing::error!("{problem}");
-            }
-            tracing::error!(
-                problems = e.problems.len(),
-                "config reload failed; still serving the previous config"
-            );
-        })?;
         let old = self.current.load_full();
+        let config = Config::load(path)
+            .and_then(|c| refuse_suspicious(c, &old, path))
+            .inspect_err(|e| {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                for problem in &e.problems {
+                    tracing::error!("{problem}");
+                }
+                tracing::error!(
+                    problems = e.problems.len(),
+                    "config reload failed; still serving the previous config"
+                );
+            })?;
         if config.server.listen != old.server().listen
             || config.server.argon2_concurrency != old.server().argon2_concurrency
             || config.server.argon2_queue != old.server().argon2_queue
@@ -88,6 +94,29 @@ impl LivePolicy {
         tracing::info!(generation, file = %path.display(), "config reloaded");
         Ok(generation)
     }
+}
+
+/// Refuses a config that looks like a file caught mid-write rather than a decision: one that
+/// grants nothing (an empty file, as `>` or an editor leaves it for a moment) while the config in
+/// use grants something, or one without `[[users]]` while the config in use has some (a file cut
+/// off before its users). Both are valid TOML, and swapping either in would turn every client
+/// away. An operator who really means it restarts the service, which accepts any valid config.
+fn refuse_suspicious(config: Config, old: &Policy, path: &Path) -> Result<Config, ConfigError> {
+    let why = if config.grants_nothing() && !old.grants_nothing() {
+        "the new config grants nothing (no user with a permission, no [jwt], no account source) while the one in use does: taken for a file caught half-written; restart mtx-auth to deny everything on purpose"
+    } else if config.users.is_empty() && !old.users().is_empty() {
+        "the new config has no [[users]] while the one in use has some: taken for a file caught half-written; restart mtx-auth to remove every user on purpose"
+    } else {
+        return Ok(config);
+    };
+    Err(ConfigError {
+        problems: vec![Problem {
+            file: path.display().to_string(),
+            line: 1,
+            col: 1,
+            message: why.to_owned(),
+        }],
+    })
 }
 
 /// Carries over from `old` what doesn't depend on the config's content.
@@ -113,29 +142,57 @@ pub fn spawn_background(policy: &Policy) {
     }
 }
 
-/// Reloads when the file's modification time or size changes, checked every `every`.
-/// Polling sees every way editors and deploy tools replace a file (in place, rename, symlink
-/// swap of a Kubernetes ConfigMap).
-pub async fn watch_file(live: Arc<LivePolicy>, every: Duration) {
+/// How long the config file must stay unchanged before a change is loaded. Editors, `>`
+/// redirections and deploy scripts write a file in steps (truncate, then write; write, then
+/// append); loading between the steps would put a half-written config in force, such as a user
+/// whose `ips` line has not arrived yet, let in from any address. Writing the file elsewhere
+/// and renaming it over the config is atomic and needs no settling, but not everyone does.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// What identifies one version of the config file: modification time, size and inode.
+pub type Stamp = Option<(SystemTime, u64, u64)>;
+
+/// The file's stamp now; `None` while it cannot be read.
+pub fn file_stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), file_id(&meta)))
+}
+
+/// Reloads when the file's stamp changes and then stays unchanged for [`SETTLE`], checked every
+/// `every`. `loaded` is the stamp of the file the policy in use was read from, taken before it
+/// was read (so a change made while the service started is not mistaken for the file in use).
+/// Polling sees every way editors and deploy tools replace a file (in place, rename, symlink swap
+/// of a Kubernetes ConfigMap).
+pub async fn watch_file(live: Arc<LivePolicy>, every: Duration, mut loaded: Stamp) {
     let Some(path) = live.path.clone() else {
         return;
     };
-    let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(p).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    };
-    let mut last = stamp(&path);
+    // The stamp last seen and since when it has not changed.
+    let mut seen = (loaded, Instant::now());
     loop {
         tokio::time::sleep(every).await;
-        let now = stamp(&path);
-        if now != last {
-            last = now;
-            if now.is_some() {
-                tracing::info!(file = %path.display(), "config file changed");
-                let _ = live.reload();
-            }
+        let now = file_stamp(&path);
+        if now != seen.0 {
+            seen = (now, Instant::now());
+            continue;
+        }
+        if now != loaded && now.is_some() && seen.1.elapsed() >= SETTLE {
+            loaded = now;
+            tracing::info!(file = %path.display(), "config file changed");
+            let _ = live.reload();
         }
     }
+}
+
+/// The file's inode, so that a file replaced by another of the same size and time is noticed.
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Reloads on every SIGHUP (`systemctl reload`, `kill -HUP`).

@@ -142,9 +142,29 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// True when the client sent a user, a password or a token.
+    /// True when the client sent a user, a password or a token, in its fields or in the URL's
+    /// query (`query_token`). Every place a credential can ride counts alike: a guess in the
+    /// query is limited exactly as one in `token`.
     pub fn has_credentials(&self) -> bool {
-        !self.user.is_empty() || !self.password.is_empty() || !self.token.is_empty()
+        !self.user.is_empty()
+            || !self.password.is_empty()
+            || !self.token.is_empty()
+            || self.query_token().is_some_and(|t| !t.is_empty())
+    }
+
+    /// The credential a client put in the URL: the value of `token=` or `jwt=` when the query
+    /// holds exactly one of them. MediaMTX moves such a value into `token` for RTSP and RTMP,
+    /// but leaves it in `query` for HLS and WebRTC (its pages forward the page's own query).
+    /// Two of them are ambiguous, and ambiguity is never a credential.
+    pub fn query_token(&self) -> Option<Cow<'_, str>> {
+        if self.query.is_empty() {
+            return None;
+        }
+        let mut found = form_urlencoded::parse(self.query.as_bytes())
+            .filter(|(k, _)| k == "token" || k == "jwt")
+            .map(|(_, v)| v);
+        let only = found.next()?;
+        found.next().is_none().then_some(only)
     }
 }
 
@@ -220,6 +240,20 @@ mod tests {
     fn error_message_does_not_echo_input() {
         let e = Request::parse(br#"{"password":"hunter2", "user": ["hunter2"]}"#).unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_token_in_the_query_is_a_credential() {
+        let mut r = Request::parse(br#"{"action":"read","query":"a=1&jwt=x.y.z"}"#).unwrap();
+        assert!(r.has_credentials());
+        assert_eq!(r.query_token().as_deref(), Some("x.y.z"));
+        r.query = "token=abc&jwt=def".into();
+        assert_eq!(r.query_token(), None, "two are ambiguous");
+        assert!(!r.has_credentials());
+        r.query = "token=".into();
+        assert!(!r.has_credentials());
+        r.query = "a=1".into();
+        assert!(!r.has_credentials());
     }
 
     #[test]

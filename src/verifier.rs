@@ -74,11 +74,17 @@ impl Verifier {
         let Some(limiter) = &self.limiter else {
             return self.drive(policy, req).await;
         };
-        if limiter.is_blocked(req) {
+        // The attempt holds its place under the limits while it runs (and, if this future is
+        // dropped mid-way, counts as failed): concurrent guesses cannot overshoot the limit.
+        let Some(attempt) = limiter.begin(req) else {
             return Decision::Deny(DenyReason::RateLimited);
-        }
+        };
         let decision = self.drive(policy, req).await;
-        limiter.record(req, &decision);
+        attempt.finish(Limiter::is_failure(
+            req,
+            &decision,
+            policy.accepts_credentials(req),
+        ));
         decision
     }
 

@@ -493,3 +493,27 @@ fn healthcheck_exits_0_only_for_a_200() {
     assert!(err.contains("mtx-auth healthcheck:"), "{err}");
     served.stop();
 }
+
+#[test]
+fn check_warns_about_a_config_that_grants_nothing() {
+    for (i, text) in [
+        "",
+        "[server]\nlisten = \"127.0.0.1:9000\"\n",
+        "[[users]]\nuser = \"alice\"\npass = \"pw\"\npermissions = []\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = config_file(&format!("nothing{i}.toml"), text);
+        let (code, out, err) = run(bin().arg("check").arg("--config").arg(&path));
+        assert_eq!(code, 0, "still a valid config: {err}");
+        assert!(out.contains(": ok ("), "{out}");
+        assert!(
+            err.contains("warning: this config grants nothing") && err.contains("every request will be denied"),
+            "case {i}: {err}"
+        );
+    }
+    let path = config_file("grants.toml", "[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n");
+    let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
+    assert_eq!((code, err.as_str()), (0, ""));
+}

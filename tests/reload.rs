@@ -164,3 +164,104 @@ async fn reloading_under_load_loses_nothing_and_keeps_jwt_keys() {
     assert_eq!(idp.jwks_hits(), 1);
     assert_eq!(app.get("/readyz").await.0, 200);
 }
+
+// ---- Files caught half-written (issue 15), through the real binary and its file watcher ----
+
+const ALICE_LOCAL: &str = "[[users]]\nuser = \"alice\"\npass = \"pw\"\nips = [\"10.0.0.0/8\"]\npermissions = [{ action = \"read\" }]\n";
+
+#[actix_web::test]
+async fn a_truncated_file_is_not_loaded() {
+    let path = common::temp_config("truncated.toml", ALICE_LOCAL);
+    let server = common::Binary::start(&path);
+    let app = server.app();
+    assert_eq!(app.status(&read("alice", "pw")).await, 200);
+    // `>` or an editor's first step: the file is empty for a while.
+    std::fs::write(&path, "").unwrap();
+    assert!(
+        server.wait_for_log("grants nothing", 30),
+        "the empty file is refused: {}",
+        server.logs()
+    );
+    assert_eq!(app.status(&read("alice", "pw")).await, 200);
+    let (_, ready) = app.get("/readyz").await;
+    assert_eq!(ready["config"]["reload_failures"], json!(1));
+    assert_eq!(ready["config"]["generation"], json!(1));
+    // A file cut off before its users, keeping a section that grants something, is refused too.
+    std::fs::write(&path, "[jwt]\njwks_url = \"http://127.0.0.1:9/keys\"\n").unwrap();
+    assert!(server.wait_for_log("has no [[users]]", 30), "{}", server.logs());
+    assert_eq!(app.status(&read("alice", "pw")).await, 200);
+    // The finished file is loaded.
+    std::fs::write(&path, ALICE_LOCAL.replace("\"pw\"", "\"pw2\"")).unwrap();
+    assert!(server.wait_for_log("config reloaded", 30), "{}", server.logs());
+    assert_eq!(app.status(&read("alice", "pw2")).await, 200);
+    assert_eq!(app.status(&read("alice", "pw")).await, 401);
+}
+
+#[actix_web::test]
+async fn a_file_written_in_steps_is_loaded_once_it_settles() {
+    let path = common::temp_config("steps.toml", ALICE_LOCAL);
+    let server = common::Binary::start(&path);
+    let app = server.app();
+    assert_eq!(app.status(&read("alice", "pw")).await, 200);
+    // Before mtx-auth took the file's stamp before reading it, a change made in the first
+    // moments was taken for the file in use; this pause keeps the test about settling alone.
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    // A client from outside 10.0.0.0/8, asking all the time while the file is rewritten.
+    let outside = mtx_request("read", "cam", "203.0.113.5", "alice", "pw");
+    let stop = Arc::new(AtomicBool::new(false));
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let asker = {
+        let (app, stop, allowed, outside) =
+            (server.app(), Arc::clone(&stop), Arc::clone(&allowed), outside.clone());
+        actix_web::rt::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if app.status(&outside).await == 200 {
+                    allowed.fetch_add(1, Ordering::Relaxed);
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Written in two steps, a second or so apart (longer than the watcher's poll): first the
+    // user without its `ips` line, then the line. Only the finished file may take effect.
+    let without_ips = "[[users]]\nuser = \"alice\"\npass = \"pw\"\npermissions = [{ action = \"read\" }]\n";
+    std::fs::write(&path, without_ips).unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    std::fs::write(&path, format!("{without_ips}ips = [\"10.0.0.0/8\", \"192.168.0.0/16\"]\n")).unwrap();
+    assert!(server.wait_for_log("config reloaded", 30), "{}", server.logs());
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    asker.await.unwrap();
+    assert_eq!(
+        allowed.load(Ordering::Relaxed),
+        0,
+        "the half-written config (no ips) was never in force"
+    );
+    assert_eq!(server.logs().matches("config reloaded").count(), 1, "{}", server.logs());
+    assert_eq!(app.status(&mtx_request("read", "cam", "192.168.1.1", "alice", "pw")).await, 200);
+}
+
+#[actix_web::test]
+async fn denials_by_a_config_that_grants_nothing_are_not_counted_against_clients() {
+    // The service starts on a config that grants nothing (as after a bad deploy): every request
+    // is denied. Those denials are the operator's, not failed guesses: once the config is fixed,
+    // the clients that kept trying are let in at once, not turned away as brute-forcers.
+    let path = common::temp_config("nothing.toml", "[server]\nmax_failures_per_ip = 3\n");
+    let server = common::Binary::start(&path);
+    assert!(server.logs().contains("grants nothing"), "{}", server.logs());
+    let app = server.app();
+    for _ in 0..10 {
+        let (status, body) = app.auth(&read("alice", "pw")).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("no user matches these credentials for this action, path and ip")));
+    }
+    std::fs::write(&path, format!("[server]\nmax_failures_per_ip = 3\n\n{ALICE_LOCAL}")).unwrap();
+    server.sighup();
+    assert!(server.wait_for_log("config reloaded", 30), "{}", server.logs());
+    assert_eq!(app.status(&read("alice", "pw")).await, 200);
+    // Real guesses are still counted.
+    for _ in 0..3 {
+        assert_eq!(app.status(&read("alice", "guess")).await, 401);
+    }
+    let (_, body) = app.auth(&read("alice", "pw")).await;
+    assert_eq!(body["error"], "too many failed attempts; try again later");
+}

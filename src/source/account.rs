@@ -13,9 +13,10 @@
 //!   full timeout), a success younger than `stale_grace` is served, and otherwise the request is
 //!   denied as unreachable.
 //! - **Failure limit.** Media servers lock an account after a few failed logins. Anyone who can
-//!   reach MediaMTX could lock a household's account through us by guessing, so after
-//!   `max_failures` rejected logins for a user name within `failure_window`, further logins for
-//!   that name are denied here without calling the upstream. A cached success still works.
+//!   reach MediaMTX could lock a household's account through us by guessing, so once
+//!   `max_failures` logins for a user name within `failure_window` were rejected *or are still
+//!   in flight*, further logins for that name are denied here without calling the upstream: a
+//!   login reserves its place before the call. A cached success still works.
 //!
 //! The lookup (`AccountSource::lookup`) is synchronous and allocation-free, for the policy's hot
 //! path; the upstream call (`AccountSource::fetch`) is async and run by the verifier.
@@ -309,6 +310,8 @@ enum Answer {
     Granted(Arc<Grant>),
     Rejected,
     Unreachable,
+    /// Not asked: the name's failed logins and logins in flight had reached `max_failures`.
+    Limited,
 }
 
 /// One cache entry. Concurrent callers for the same key wait on the same cell, so one of them
@@ -476,7 +479,7 @@ impl AccountSource {
                 match slot.answer.get() {
                     Some((Answer::Granted(g), _)) => !g.is_live(),
                     Some((Answer::Rejected, at)) => at.elapsed() >= failure_ttl,
-                    Some((Answer::Unreachable, _)) => true,
+                    Some((Answer::Unreachable | Answer::Limited, _)) => true,
                     // A call is under way: wait for it.
                     None => false,
                 }
@@ -492,11 +495,39 @@ impl AccountSource {
             },
             Answer::Rejected => Lookup::Rejected,
             Answer::Unreachable => self.stale(key),
+            Answer::Limited => Lookup::Limited,
         }
     }
 
     /// One upstream call, with its effects on counters, the failure limit and the stale store.
+    ///
+    /// A login for a name that counts (see `Backend::names_accounts`) first reserves its place
+    /// under `max_failures`: rejected logins *and logins still in flight* for the name must stay
+    /// below it, in one atomic step. Reading the count before the call and writing it after
+    /// would let six simultaneous guesses from six addresses all reach a media server that
+    /// locks the account at the third.
     async fn call(&self, key: u128, creds: &OwnedCredentials) -> Answer {
+        let name = match creds {
+            OwnedCredentials::Login { user, .. } if self.backend.names_accounts() => {
+                Some(user.to_lowercase())
+            }
+            _ => None,
+        };
+        let reservation = match &name {
+            Some(name) => {
+                match self
+                    .failures
+                    .try_reserve(0, name.as_bytes(), self.settings.max_failures)
+                {
+                    Some(r) => Some(r),
+                    None => {
+                        self.stats.limited.fetch_add(1, Ordering::Relaxed);
+                        return Answer::Limited;
+                    }
+                }
+            }
+            None => None,
+        };
         self.stats.upstream_calls.fetch_add(1, Ordering::Relaxed);
         let result = self.backend.check(creds).await;
         if !matches!(result, Err(CheckError::Unreachable(_))) {
@@ -504,8 +535,10 @@ impl AccountSource {
         }
         match result {
             Ok(identity) => {
-                if let OwnedCredentials::Login { user, .. } = creds {
-                    self.failures.clear(0, user.to_lowercase().as_bytes());
+                if let (Some(name), Some(r)) = (&name, reservation) {
+                    r.release();
+                    // The media server forgets failed logins after a good one; so do we.
+                    self.failures.clear(0, name.as_bytes());
                 }
                 let grant = Arc::new(self.grant(identity));
                 self.last_good.insert(key, Arc::clone(&grant));
@@ -513,15 +546,17 @@ impl AccountSource {
             }
             Err(CheckError::Rejected(why)) => {
                 self.stats.rejections.fetch_add(1, Ordering::Relaxed);
-                if let OwnedCredentials::Login { user, .. } = creds {
-                    if self.backend.names_accounts() {
-                        self.failures.add(0, user.to_lowercase().as_bytes());
-                    }
+                if let Some(r) = reservation {
+                    r.fail();
                 }
                 tracing::debug!(source = self.name(), reason = why, "account rejected");
                 Answer::Rejected
             }
             Err(CheckError::Unreachable(why)) => {
+                // Never read as wrong credentials: the place is given back.
+                if let Some(r) = reservation {
+                    r.release();
+                }
                 self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 self.mark_down();
                 tracing::warn!(source = self.name(), error = %why, "upstream unavailable; denying unless a recent success is cached");

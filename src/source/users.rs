@@ -7,7 +7,7 @@
 //! with that digest. Only `any` and `argon2:` names (salted, so not indexable) are tried for every
 //! request. Merging these sorted lists keeps first-match-wins order exactly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -97,6 +97,11 @@ impl User {
     }
 }
 
+fn action_bit(action: Action) -> u8 {
+    // Six fieldless variants: bits 0 to 5.
+    1 << action as u8
+}
+
 /// The first check a user failed, for `explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mismatch {
@@ -134,6 +139,12 @@ pub struct Users {
     by_sha256: HashMap<[u8; 32], Vec<u32>>,
     /// `any` and argon2-named users: tried for every request.
     scanned: Vec<u32>,
+    /// Plain names, lower-cased: an account source's names compare without regard to case, so
+    /// a TOML name shadows every case variant of itself there (see `shadows`).
+    lowercase: HashSet<String>,
+    /// The actions that some user with a name (not `any`) holds a permission for, one bit per
+    /// `Action`: a request for another action can never be granted by credentials.
+    named_actions: u8,
 }
 
 impl Users {
@@ -141,8 +152,14 @@ impl Users {
         let mut users = Users::default();
         for (i, u) in list.iter().enumerate() {
             let i = i as u32;
+            if !matches!(u.name, UserName::Any) {
+                for p in &u.permissions {
+                    users.named_actions |= action_bit(p.action);
+                }
+            }
             match &u.name {
                 UserName::Credential(Credential::Plain(name)) => {
+                    users.lowercase.insert(name.to_lowercase());
                     users.by_plain.entry(name.clone()).or_default().push(i)
                 }
                 UserName::Credential(Credential::Sha256(d)) => {
@@ -165,6 +182,23 @@ impl Users {
                 && self
                     .by_sha256
                     .contains_key(&<[u8; 32]>::from(Sha256::digest(name.as_bytes()))))
+    }
+
+    /// Whether a login with this name belongs to the TOML users rather than to an account
+    /// source: the name itself (plain or `sha256:`), or any case variant of a plain name.
+    /// Jellyfin, Emby, Plex and most identity providers compare names without regard to case,
+    /// so `ADMIN` there is the same account as `admin`; were only the exact spelling shadowed,
+    /// `Admin` with the TOML password would send that password upstream, and `ADMIN` with the
+    /// media server admin's password would be let in beside the TOML `admin`. (A `sha256:` name
+    /// shadows its exact spelling only: its case variants cannot be known.)
+    pub fn shadows(&self, name: &str) -> bool {
+        self.has_name(name) || self.lowercase.contains(&name.to_lowercase())
+    }
+
+    /// Whether some user with credentials (not `any`) may ever be granted `action`: if none
+    /// may, a denied request for it was denied by the config, not by a wrong guess.
+    pub fn credentials_grant(&self, action: Action) -> bool {
+        self.named_actions & action_bit(action) != 0
     }
 
     pub fn get(&self, index: u32) -> &User {
