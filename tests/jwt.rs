@@ -247,6 +247,52 @@ async fn refused_tokens_each_with_a_clear_reason() {
     assert_eq!(app.get("/healthz").await.0, 200);
 }
 
+/// RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand, and we
+/// understand none. A token issued in the future (beyond the leeway) is not believed either.
+#[actix_web::test]
+async fn crit_header_and_future_iat_are_refused() {
+    let key = TestKey::generate(KeyKind::Rsa, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(&idp, "").await;
+    let now = idp::now();
+    let claims = |extra: Value| {
+        idp::merged(
+            idp::keycloak_claims(&idp.issuer(), "alice", perms(json!([{"action": "read"}]))),
+            extra,
+        )
+    };
+    let header = |extra: Value| {
+        idp::merged(
+            json!({"alg": key.alg_name(), "typ": "JWT", "kid": "k"}),
+            extra,
+        )
+    };
+    // Signed correctly, without crit: allowed.
+    let plain = key.sign_with_header(&header(json!({})), &claims(json!({})));
+    assert_eq!(app.status(&with_token(&plain, "cam")).await, 200);
+    for crit in [
+        // RFC 7515's own example, and RFC 7797's unencoded payload.
+        json!({"crit": ["http://example.invalid/UNDEFINED"], "http://example.invalid/UNDEFINED": true}),
+        json!({"crit": ["b64"], "b64": true}),
+        json!({"crit": []}),
+    ] {
+        let token = key.sign_with_header(&header(crit.clone()), &claims(json!({})));
+        assert_eq!(
+            error_of(&app, &with_token(&token, "cam")).await,
+            "jwt: token header has crit: no extension is understood",
+            "{crit}"
+        );
+    }
+    let future = key.sign(&claims(json!({"iat": now + 600, "exp": now + 1200})));
+    assert_eq!(
+        error_of(&app, &with_token(&future, "cam")).await,
+        "jwt: token issued in the future"
+    );
+    // Within the 30 s leeway, a clock a little ahead is fine.
+    let ahead = key.sign(&claims(json!({"iat": now + 10})));
+    assert_eq!(app.status(&with_token(&ahead, "cam")).await, 200);
+}
+
 #[actix_web::test]
 async fn exp_can_be_optional_and_leeway_set() {
     let key = TestKey::generate(KeyKind::Ec, "k");
