@@ -489,6 +489,102 @@ async fn outage_keeps_last_good_keys_and_never_allows_on_error() {
     assert!(body["jwt"]["keys_age_secs"].as_u64() >= Some(5), "{body}");
 }
 
+/// Sends `token` from a new address each time (so that the failure limiter never turns the
+/// attempts away) until it is allowed; false if it never was within about 15 s.
+async fn until_allowed(app: &TestApp, token: &str) -> bool {
+    for i in 0..300u32 {
+        let mut body = with_token(token, "c");
+        body["ip"] = json!(format!("10.77.{}.{}", i / 200, i % 200 + 1));
+        if app.status(&body).await == 200 {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A verified token is cached, but only while the key that verified it is in the key set: once
+/// a refresh brings a set without it, the token is checked again, and refused.
+#[actix_web::test]
+async fn a_cached_token_stops_working_when_its_key_leaves_the_key_set() {
+    let old = TestKey::generate(KeyKind::Rsa, "old");
+    let new = TestKey::generate(KeyKind::Ec, "new");
+    let idp = FakeIdp::start(vec![old.jwk()]);
+    let app = app_for(&idp, "").await;
+    let claims = idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}])));
+    let token = old.sign(&claims);
+    assert_eq!(app.status(&with_token(&token, "c")).await, 200);
+    assert_eq!(app.status(&with_token(&token, "c")).await, 200);
+
+    // The IdP withdraws the old key. A token with the new kid makes mtx-auth refetch; once it
+    // is accepted, the new key set is in use.
+    idp.set_keys(vec![new.jwk()]);
+    assert!(until_allowed(&app, &new.sign(&claims)).await);
+    assert_eq!(
+        error_of(&app, &with_token(&token, "c")).await,
+        "jwt: token signed with an unknown key id"
+    );
+}
+
+/// The mechanism behind the HTTP test above: a cached token stays a cache hit across refreshes
+/// that keep its key (as most refreshes do), and stops being one when a set without its key is
+/// installed.
+#[actix_web::test]
+async fn key_sets_that_keep_a_key_keep_its_cached_tokens() {
+    use mtx_auth::policy::{Decision, DenyReason, Policy};
+    use mtx_auth::source::jwks::{parse_jwks, KeySet};
+    use mtx_auth::source::jwt::JwtError;
+    let (a, b) = (
+        TestKey::generate(KeyKind::Ed, "a"),
+        TestKey::generate(KeyKind::Rsa, "b"),
+    );
+    let policy = Policy::new(
+        mtx_auth::config::Config::parse(
+            &format!("[jwt]\njwks_url = \"{}/jwks\"\n", FakeIdp::unused_url()),
+            "t.toml",
+        )
+        .unwrap(),
+    );
+    let install = |keys: Vec<Value>| {
+        policy.jwt().unwrap().keys.install(KeySet {
+            keys: parse_jwks(&json!({ "keys": keys })).unwrap(),
+            discovered_issuer: None,
+            token_endpoint: None,
+            fetched_at: std::time::Instant::now(),
+        })
+    };
+    let claims = idp::keycloak_claims("x", "alice", perms(json!([{"action": "read"}])));
+    let token = a.sign(&claims);
+    let decide = || {
+        let mut r = mtx_auth::request::Request::new(
+            mtx_auth::permission::Action::Read,
+            "cam",
+            "10.0.0.1",
+            "",
+            "",
+        );
+        r.token = token.clone().into();
+        policy.decide(&r)
+    };
+    install(vec![a.jwk()]);
+    assert!(matches!(decide(), Decision::Allow { cached: false, .. }));
+    assert!(matches!(decide(), Decision::Allow { cached: true, .. }));
+    // A refresh with the same key, or with a key added: still cached.
+    install(vec![a.jwk()]);
+    install(vec![a.jwk(), b.jwk()]);
+    assert!(matches!(decide(), Decision::Allow { cached: true, .. }));
+    // Another key withdrawn: every cached token is checked again once, then cached again.
+    install(vec![a.jwk()]);
+    assert!(matches!(decide(), Decision::Allow { cached: false, .. }));
+    assert!(matches!(decide(), Decision::Allow { cached: true, .. }));
+    // Its own key withdrawn: refused.
+    install(vec![b.jwk()]);
+    assert_eq!(
+        decide(),
+        Decision::Deny(DenyReason::Jwt(JwtError::UnknownKey))
+    );
+}
+
 #[actix_web::test]
 async fn unreachable_slow_or_bad_jwks_at_start_denies_and_is_not_ready() {
     let key = TestKey::generate(KeyKind::Rsa, "k");

@@ -8,6 +8,9 @@
 //! tokens arrive (so a client cannot cause a fetch storm), and the last good keys keep working
 //! through an outage for `max_stale`, with a warning per failed fetch. Nothing here ever allows a
 //! token: an error only means fewer keys.
+//!
+//! `generation` changes whenever a new key set lacks a key that the one it replaces had, so
+//! that tokens cached as verified by a key that is gone stop working at that refresh.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -17,6 +20,7 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::source::upstream::{self, UpstreamError};
 
@@ -52,6 +56,9 @@ pub struct Key {
     pub key: DecodingKey,
     /// Algorithms this key may verify: from the JWK's `alg`, else everything its type allows.
     pub algorithms: Vec<Algorithm>,
+    /// SHA-256 of the JWK as published: two key sets hold the same key when these are equal.
+    /// (Any change to the JWK counts as another key: at worst cached tokens are verified again.)
+    pub id: [u8; 32],
 }
 
 /// A fetched key set.
@@ -89,6 +96,9 @@ pub struct KeyStore {
     /// Serialises fetches, so concurrent unknown-kid tokens share one.
     fetching: tokio::sync::Mutex<()>,
     last_on_demand: Mutex<Option<Instant>>,
+    /// Bumped whenever an installed key set lacks a key of the set it replaces (see
+    /// `generation`).
+    generation: AtomicU64,
     /// Fetches that failed since start; for `/readyz` and metrics.
     pub failures: AtomicU64,
     pub fetches: AtomicU64,
@@ -108,6 +118,7 @@ impl KeyStore {
             current: ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(()),
             last_on_demand: Mutex::new(None),
+            generation: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         }
@@ -135,9 +146,29 @@ impl KeyStore {
         self.keys().is_some()
     }
 
-    /// Installs a key set directly (tests and benches that run without a server).
+    /// Changes whenever a key that verified tokens may have left the key set. A token verified
+    /// while this had one value must not be trusted from a cache once it has another: its key
+    /// may be gone (rotated out, or withdrawn because it leaked). One atomic load, for the
+    /// cached hot path. Read it *before* `keys()`: a change after that read then invalidates
+    /// what was verified with the keys read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Installs a key set (a fetch's, or directly in tests and benches that run without a
+    /// server). If it lacks a key of the set it replaces, `generation` changes.
     pub fn install(&self, keys: KeySet) {
-        self.current.store(Some(Arc::new(keys)));
+        let new = Arc::new(keys);
+        let old = self.current.swap(Some(Arc::clone(&new)));
+        let dropped = old.is_some_and(|old| {
+            old.keys
+                .iter()
+                .any(|k| !new.keys.iter().any(|n| n.id == k.id))
+        });
+        if dropped {
+            // After the swap: whoever reads the new generation then loads the new keys.
+            self.generation.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Fetches now and installs the result. On failure the old keys stay.
@@ -329,6 +360,7 @@ fn key_from_jwk(value: &Value) -> Option<Key> {
         kid: jwk.common.key_id.clone(),
         key: DecodingKey::from_jwk(&jwk).ok()?,
         algorithms,
+        id: Sha256::digest(value.to_string()).into(),
     })
 }
 

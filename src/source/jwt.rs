@@ -14,7 +14,9 @@
 //! `aud` must match when configured. Permissions come from the claim `claim_key` (MediaMTX's
 //! strict format) plus those granted by `[[jwt.roles]]`. A verified token is remembered (keyed by
 //! a keyed hash of its signature) until its `exp`, so the next request with it costs a lookup
-//! rather than a signature check.
+//! rather than a signature check, but only while the key set keeps every key it had when the
+//! token was verified (`KeyStore::generation`): a key that leaves the set takes its tokens with
+//! it at that refresh.
 
 use std::fmt;
 use std::sync::Arc;
@@ -129,6 +131,9 @@ struct Verified {
     exp: Option<u64>,
     /// The token's `header.payload`, which a cache hit must match exactly.
     signed: Box<str>,
+    /// `KeyStore::generation` before the keys that verified it were read; a cache hit needs it
+    /// unchanged (no key has left the set since).
+    key_generation: u64,
 }
 
 impl fmt::Debug for Verified {
@@ -234,7 +239,9 @@ impl Jwt {
 
     fn cached(&self, token: &str) -> Option<Arc<Verified>> {
         let (key, signed) = self.cache_key(token)?;
-        self.verified.get(&key).filter(|v| *v.signed == *signed)
+        self.verified
+            .get(&key)
+            .filter(|v| *v.signed == *signed && v.key_generation == self.keys.generation())
     }
 
     /// Applies a verified token to a request: still unexpired, and permitting this action.
@@ -259,6 +266,7 @@ impl Jwt {
         if token.len() > MAX_TOKEN {
             return Err(JwtError::TooLarge);
         }
+        let key_generation = self.keys.generation();
         let keys = self.keys.keys().ok_or(JwtError::KeysUnavailable)?;
         let header = parse_header(token)?;
         let claims = self.verify_signature(token, &header, &keys)?;
@@ -283,6 +291,7 @@ impl Jwt {
                 .rsplit_once('.')
                 .map_or("", |(signed, _)| signed)
                 .into(),
+            key_generation,
         })
     }
 
