@@ -437,9 +437,10 @@ async fn key_rotation_refetches_once_per_interval() {
     assert_eq!(app.status(&with_token(&old.sign(&claims), "c")).await, 200);
     let hits = idp.jwks_hits();
 
-    // The IdP rotates: a token with the new kid makes mtx-auth refetch, and it is accepted.
+    // The IdP rotates: a token with the new kid makes mtx-auth refetch, and it is accepted
+    // (at once unless the fetch outlasts the wait for it, then as soon as it is done).
     idp.set_keys(vec![old.jwk(), new.jwk()]);
-    assert_eq!(app.status(&with_token(&new.sign(&claims), "c")).await, 200);
+    assert!(until_allowed(&app, &new.sign(&claims)).await);
     assert_eq!(idp.jwks_hits(), hits + 1);
 
     // A storm of tokens with unknown kids, from many addresses (so the per-address failure
@@ -479,11 +480,24 @@ async fn outage_keeps_last_good_keys_and_never_allows_on_error() {
         actix_web::rt::time::sleep(Duration::from_millis(1100)).await; // past the refetch interval
         let e = error_of(&app, &with_token(&stranger.sign(&claims), "c")).await;
         assert_eq!(e, "jwt: token signed with an unknown key id", "{mode:?}");
-        assert!(idp.jwks_hits() > before, "{mode:?}: a fetch was attempted");
+        assert!(
+            idp.wait_for_jwks_hits(before + 1, Duration::from_secs(10))
+                .await,
+            "{mode:?}: a fetch was attempted"
+        );
         // ...and the last good keys keep working.
         assert_eq!(app.status(&with_token(&token, "c")).await, 200, "{mode:?}");
     }
-    let (s, body) = app.get("/readyz").await;
+    // The last fetch may still be running in the background (see `UNKNOWN_KID_WAIT`).
+    let mut ready = app.get("/readyz").await;
+    for _ in 0..200 {
+        if ready.1["jwt"]["fetch_failures"].as_u64() >= Some(5) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        ready = app.get("/readyz").await;
+    }
+    let (s, body) = ready;
     assert_eq!(s, 200, "stale keys still serve: {body}");
     assert!(body["jwt"]["fetch_failures"].as_u64() >= Some(5), "{body}");
     assert!(body["jwt"]["keys_age_secs"].as_u64() >= Some(5), "{body}");
@@ -524,6 +538,40 @@ async fn a_cached_token_stops_working_when_its_key_leaves_the_key_set() {
         error_of(&app, &with_token(&token, "c")).await,
         "jwt: token signed with an unknown key id"
     );
+}
+
+/// An unknown kid makes mtx-auth refetch the keys, but a request does not wait long for a key
+/// server that hangs: MediaMTX checks path requests one at a time, so a stall would hold up
+/// every stream. The key server here holds each answer for 3 s (within the 30 s fetch timeout):
+/// waiting for it would allow the token, so a deny shows that the request did not wait. The
+/// fetch goes on in the background, and once the server has answered, its keys serve the same
+/// token without another fetch.
+#[actix_web::test]
+async fn an_unknown_kid_does_not_wait_for_a_hanging_key_server() {
+    let old = TestKey::generate(KeyKind::Ec, "old");
+    let new = TestKey::generate(KeyKind::Ec, "new");
+    let idp = FakeIdp::start(vec![old.jwk()]);
+    let app = app_for(&idp, "fetch_timeout_secs = 30").await;
+    let claims = idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}])));
+    let hits = idp.jwks_hits();
+
+    idp.set_keys(vec![old.jwk(), new.jwk()]);
+    idp.set_mode(JwksMode::Slow(Duration::from_secs(3)));
+    let token = new.sign(&claims);
+    assert_eq!(
+        error_of(&app, &with_token(&token, "c")).await,
+        "jwt: token signed with an unknown key id"
+    );
+    assert!(
+        idp.wait_for_jwks_hits(hits + 1, Duration::from_secs(10))
+            .await,
+        "the refetch was started"
+    );
+    // The server answers again; the fetch that was left running brings the new key.
+    idp.set_mode(JwksMode::Normal);
+    assert!(until_allowed(&app, &token).await);
+    assert_eq!(idp.jwks_hits(), hits + 1, "no second fetch was needed");
+    assert_eq!(app.status(&with_token(&old.sign(&claims), "c")).await, 200);
 }
 
 /// The mechanism behind the HTTP test above: a cached token stays a cache hit across refreshes

@@ -9,6 +9,11 @@
 //! through an outage for `max_stale`, with a warning per failed fetch. Nothing here ever allows a
 //! token: an error only means fewer keys.
 //!
+//! A request that triggers such a refetch waits for it at most `UNKNOWN_KID_WAIT`: MediaMTX
+//! authenticates path requests inside one loop, so a hanging key server must not stall every
+//! stream for a fetch timeout. The fetch goes on in the background and its keys serve later
+//! requests.
+//!
 //! `generation` changes whenever a new key set lacks a key that the one it replaces had, so
 //! that tokens cached as verified by a key that is gone stop working at that refresh.
 
@@ -25,6 +30,12 @@ use sha2::{Digest, Sha256};
 use crate::source::upstream::{self, UpstreamError};
 
 pub use crate::source::upstream::MAX_DOCUMENT;
+
+/// Longest a request waits for the key refetch its unknown `kid` caused. MediaMTX checks path
+/// requests one at a time in its path manager, so a key server that hangs for the whole fetch
+/// timeout would stall every stream on the server; a deny now is better. The fetch itself goes
+/// on, and the keys it brings serve later requests.
+pub const UNKNOWN_KID_WAIT: Duration = Duration::from_millis(250);
 
 /// Where the keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +107,9 @@ pub struct KeyStore {
     /// Serialises fetches, so concurrent unknown-kid tokens share one.
     fetching: tokio::sync::Mutex<()>,
     last_on_demand: Mutex<Option<Instant>>,
+    /// Counts finished fetches, successful or not: a request waiting for an on-demand fetch
+    /// watches it.
+    fetched: tokio::sync::watch::Sender<u64>,
     /// Bumped whenever an installed key set lacks a key of the set it replaces (see
     /// `generation`).
     generation: AtomicU64,
@@ -118,6 +132,7 @@ impl KeyStore {
             current: ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(()),
             last_on_demand: Mutex::new(None),
+            fetched: tokio::sync::watch::Sender::new(0),
             generation: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
@@ -175,7 +190,10 @@ impl KeyStore {
     pub async fn refresh(&self) -> Result<(), FetchError> {
         let _one_at_a_time = self.fetching.lock().await;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch().await {
+        let result = self.fetch().await;
+        // Still holding the lock: a waiter that saw the lock taken is sure to see this.
+        self.fetched.send_modify(|n| *n += 1);
+        match result {
             Ok(set) => {
                 tracing::info!(keys = set.keys.len(), "jwt: key set loaded");
                 self.install(set);
@@ -194,17 +212,28 @@ impl KeyStore {
         }
     }
 
-    /// Called when a token names a key id we do not have. Fetches unless one such fetch
-    /// happened within `refetch_interval`; returns true when the keys may have changed, so the
-    /// token is worth checking again. Concurrent callers wait for the same fetch.
-    pub async fn refetch_for_unknown_kid(&self) -> bool {
-        let before = self.current.load().as_ref().map(|k| k.fetched_at);
-        if !self.may_fetch_on_demand() {
-            // Someone else's fetch may be running right now: wait for it, then look.
-            drop(self.fetching.lock().await);
-            return self.current.load().as_ref().map(|k| k.fetched_at) != before;
+    /// Called when a token names a key id we do not have. Starts a fetch unless one such fetch
+    /// started within `refetch_interval`, then waits for the running fetch (this one or
+    /// another) at most `UNKNOWN_KID_WAIT`. Returns true when the keys changed meanwhile, so the
+    /// token is worth checking again. The fetch runs as its own task: when the wait ends first,
+    /// it goes on and its keys serve later requests.
+    pub async fn refetch_for_unknown_kid(self: &Arc<Self>) -> bool {
+        let installed = || self.current.load().as_ref().map(|k| k.fetched_at);
+        let before = installed();
+        // Subscribed before anything starts, so that no fetch can finish unseen.
+        let mut finished = self.fetched.subscribe();
+        if self.may_fetch_on_demand() {
+            let store = Arc::clone(self);
+            tokio::spawn(async move {
+                // A failure is logged and counted by `refresh`.
+                let _ = store.refresh().await;
+            });
+        } else if self.fetching.try_lock().is_ok() {
+            // No fetch running and none may start: nothing to wait for.
+            return installed() != before;
         }
-        self.refresh().await.is_ok()
+        let _ = tokio::time::timeout(UNKNOWN_KID_WAIT, finished.changed()).await;
+        installed() != before
     }
 
     /// Claims the on-demand fetch slot, unless it was used within `refetch_interval`.
