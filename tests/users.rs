@@ -117,6 +117,43 @@ permissions = [{ action = "read" }]
     }
 }
 
+/// MediaMTX's regexes are Go's: `\d`, `\w`, `\s` and `\b` are ASCII only.
+#[actix_web::test]
+async fn regex_perl_classes_are_ascii_as_in_mediamtx() {
+    let app = spawn(
+        r#"
+[[users]]
+user = "viewer"
+pass = "pw"
+permissions = [
+  { action = "read", path = '~^bob\d$' },
+  { action = "publish", path = '~^cam\w$' },
+  { action = "playback", path = '~^a\sb$' },
+  { action = "read", path = '~\blive\b' },
+]
+"#,
+    );
+    let cases = [
+        ("read", "bob1", 200),
+        ("read", "bob\u{661}", 401), // ARABIC-INDIC DIGIT ONE
+        ("publish", "camx", 200),
+        ("publish", "cam\u{e9}", 401), // é
+        ("playback", "a b", 200),
+        ("playback", "a\u{a0}b", 401), // NO-BREAK SPACE
+        // é is no word character for Go, so "live" after it starts at a word boundary.
+        ("read", "\u{e9}live", 200),
+        ("read", "xlive", 401),
+    ];
+    for (action, path, want) in cases {
+        assert_eq!(
+            app.status(&req(action, path, "1.2.3.4", "viewer", "pw"))
+                .await,
+            want,
+            "{action} {path}"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn paths_exact_regex_and_no_wildcards() {
     let app = spawn(
