@@ -117,6 +117,36 @@ permissions = [{ action = "read" }]
     }
 }
 
+/// An IPv4-mapped entry (`::ffff:192.0.2.0/120`, `::ffff:198.51.100.7`) is the IPv4 network it
+/// maps, as Go's `net.IPNet.Contains` treats it in MediaMTX.
+#[actix_web::test]
+async fn ipv4_mapped_entries_in_ips_match_the_ipv4_addresses_they_map() {
+    let app = spawn(
+        r#"
+[[users]]
+user = "any"
+ips = ["::ffff:192.0.2.0/120"]
+permissions = [{ action = "read" }]
+
+[[users]]
+user = "any"
+ips = ["::ffff:198.51.100.7"]
+permissions = [{ action = "publish" }]
+"#,
+    );
+    app.expect(&[
+        (req("read", "c", "192.0.2.1", "", ""), 200),
+        (req("read", "c", "192.0.2.254", "", ""), 200),
+        (req("read", "c", "::ffff:192.0.2.9", "", ""), 200),
+        (req("read", "c", "192.0.3.1", "", ""), 401),
+        (req("read", "c", "2001:db8::1", "", ""), 401),
+        (req("publish", "c", "198.51.100.7", "", ""), 200),
+        (req("publish", "c", "::ffff:198.51.100.7", "", ""), 200),
+        (req("publish", "c", "198.51.100.8", "", ""), 401),
+    ])
+    .await;
+}
+
 /// MediaMTX's regexes are Go's: `\d`, `\w`, `\s` and `\b` are ASCII only.
 #[actix_web::test]
 async fn regex_perl_classes_are_ascii_as_in_mediamtx() {
