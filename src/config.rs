@@ -1052,7 +1052,7 @@ fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
         .ips
         .iter()
         .filter_map(|ip| match parse_net(ip.get_ref()) {
-            Some(net) => Some(net),
+            Some(net) => Some(crate::source::users::canonical_net(net)),
             None => {
                 errs.push(
                     ip.span(),

@@ -4,7 +4,12 @@
 //! path, a path starting with `~` is an unanchored regular expression, and anything else must be
 //! equal. api, metrics and pprof have no path: their permissions ignore it. Regexes compile at
 //! config load, so matching on the hot path cannot fail.
+//!
+//! MediaMTX's regexes are Go's (RE2), whose `\d`, `\w`, `\s` and `\b` are ASCII only; the
+//! `regex` crate's are Unicode, so `~^cam\d$` would also grant `cam١` (an Arabic-Indic digit).
+//! `ascii_classes` rewrites a pattern to RE2's meaning before it compiles.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -75,16 +80,29 @@ pub enum PathMatcher {
     /// Empty path in the config: every path.
     Any,
     Exact(String),
-    /// `~regex`, unanchored as in MediaMTX (Go's `MatchString`).
-    Regex(Regex),
+    /// `~regex`, unanchored as in MediaMTX (Go's `MatchString`), compiled from
+    /// `ascii_classes(pattern)`.
+    Regex {
+        re: Regex,
+        /// The pattern as written (without the `~`): what `explain` and logs show.
+        pattern: Box<str>,
+    },
 }
 
 impl PathMatcher {
     pub fn parse(path: &str) -> Result<Self, Box<regex::Error>> {
         if path.is_empty() {
             Ok(PathMatcher::Any)
-        } else if let Some(re) = path.strip_prefix('~') {
-            Regex::new(re).map(PathMatcher::Regex).map_err(Box::new)
+        } else if let Some(pattern) = path.strip_prefix('~') {
+            match Regex::new(&ascii_classes(pattern)) {
+                Ok(re) => Ok(PathMatcher::Regex {
+                    re,
+                    pattern: pattern.into(),
+                }),
+                // Reported against the pattern as written whenever that fails too, so the
+                // message quotes what the operator wrote, not our rewrite of it.
+                Err(e) => Err(Box::new(Regex::new(pattern).err().unwrap_or(e))),
+            }
         } else {
             Ok(PathMatcher::Exact(path.to_owned()))
         }
@@ -94,7 +112,7 @@ impl PathMatcher {
         match self {
             PathMatcher::Any => true,
             PathMatcher::Exact(p) => p == path,
-            PathMatcher::Regex(re) => re.is_match(path),
+            PathMatcher::Regex { re, .. } => re.is_match(path),
         }
     }
 }
@@ -104,8 +122,98 @@ impl fmt::Display for PathMatcher {
         match self {
             PathMatcher::Any => f.write_str("any path"),
             PathMatcher::Exact(p) => write!(f, "{p:?}"),
-            PathMatcher::Regex(re) => write!(f, "~{}", re.as_str()),
+            PathMatcher::Regex { pattern, .. } => write!(f, "~{pattern}"),
         }
+    }
+}
+
+/// RE2's `\d`, `\w` and `\s`, spelled for the `regex` crate (whose own are Unicode). RE2's `\s`
+/// is `[\t\n\f\r ]`, without `\v`; the space is written `\x20` so that it survives the `x` flag.
+const ASCII_CLASSES: [(char, &str); 6] = [
+    ('d', "[0-9]"),
+    ('D', "[^0-9]"),
+    ('w', "[0-9A-Za-z_]"),
+    ('W', "[^0-9A-Za-z_]"),
+    ('s', "[\\t\\n\\f\\r\\x20]"),
+    ('S', "[^\\t\\n\\f\\r\\x20]"),
+];
+
+/// Rewrites a MediaMTX (RE2) pattern so that the `regex` crate matches what Go matches:
+/// `\d \D \w \W \s \S` become ASCII classes (nested classes inside a bracket class, which
+/// the `regex` crate allows), `\b` and `\B` outside bracket classes become ASCII word boundaries
+/// `(?-u:\b)` and `(?-u:\B)`. Everything else is copied as it is. The scan follows the
+/// `regex` crate's syntax: a backslash escapes the next character (`\\d` is a backslash then
+/// `d`); a bracket class may start with `^` and then a literal `]` (`[]a]`, `[^]a]`); inside
+/// one, `[:name:]` is an ASCII class and another `[` opens a nested class.
+pub fn ascii_classes(pattern: &str) -> Cow<'_, str> {
+    if !pattern.contains('\\') {
+        return Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut rest = pattern;
+    // How many bracket classes are open here.
+    let mut depth = 0usize;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        match c {
+            '\\' => {
+                let Some(e) = rest.chars().next() else {
+                    out.push(c); // a trailing backslash: the compiler reports it
+                    break;
+                };
+                rest = &rest[e.len_utf8()..];
+                if let Some((_, ascii)) = ASCII_CLASSES.iter().find(|(k, _)| *k == e) {
+                    out.push_str(ascii);
+                } else if matches!(e, 'b' | 'B') && depth == 0 {
+                    out.push_str("(?-u:\\");
+                    out.push(e);
+                    out.push(')');
+                } else {
+                    out.push(c);
+                    out.push(e);
+                }
+            }
+            '[' if depth > 0 && posix_class_len(rest) > 0 => {
+                let len = posix_class_len(rest);
+                out.push('[');
+                out.push_str(&rest[..len]);
+                rest = &rest[len..];
+            }
+            '[' => {
+                depth += 1;
+                out.push('[');
+                // A class may start with `^`, then `]` as a literal.
+                if let Some(r) = rest.strip_prefix('^') {
+                    out.push('^');
+                    rest = r;
+                }
+                if let Some(r) = rest.strip_prefix(']') {
+                    out.push(']');
+                    rest = r;
+                }
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// After a `[` inside a bracket class: the length of `:name:]` or `:^name:]` (an ASCII class
+/// such as `[:digit:]`) at the start of `rest`, or 0.
+fn posix_class_len(rest: &str) -> usize {
+    let Some(body) = rest.strip_prefix(':') else {
+        return 0;
+    };
+    let body = body.strip_prefix('^').unwrap_or(body);
+    let name = body.bytes().take_while(u8::is_ascii_lowercase).count();
+    if name > 0 && body[name..].starts_with(":]") {
+        rest.len() - body.len() + name + 2
+    } else {
+        0
     }
 }
 
@@ -169,6 +277,70 @@ mod tests {
             assert!(perm(a, "something").matches(a, ""));
             assert!(perm(a, "~^x$").matches(a, "y"));
         }
+    }
+
+    #[test]
+    fn perl_classes_and_word_boundaries_become_ascii() {
+        let cases = [
+            (r"^bob\d$", r"^bob[0-9]$"),
+            (r"\D\w\W", r"[^0-9][0-9A-Za-z_][^0-9A-Za-z_]"),
+            (r"a\sb\S", r"a[\t\n\f\r\x20]b[^\t\n\f\r\x20]"),
+            (r"\bcam\B", r"(?-u:\b)cam(?-u:\B)"),
+            // Inside bracket classes: nested classes; `\b` is left to the compiler.
+            (r"[\d_]", r"[[0-9]_]"),
+            (r"[^\w-]", r"[^[0-9A-Za-z_]-]"),
+            (r"[\b]", r"[\b]"),
+            // Escapes: `\\d` is a backslash then `d`; `\[` opens no class.
+            (r"\\d", r"\\d"),
+            (r"\\\d", r"\\[0-9]"),
+            (r"\[\d\]", r"\[[0-9]\]"),
+            // `]` first in a class is a literal, and so is it after `^`.
+            (r"[]\d]\d", r"[][0-9]][0-9]"),
+            (r"[^]\s]\b", r"[^][\t\n\f\r\x20]](?-u:\b)"),
+            // ASCII classes and nested classes inside a class.
+            (r"[[:digit:]\d]\b", r"[[:digit:][0-9]](?-u:\b)"),
+            (r"[[:^alpha:]]\b", r"[[:^alpha:]](?-u:\b)"),
+            (r"[a[\d]]\b", r"[a[[0-9]]](?-u:\b)"),
+            // Other escapes and Unicode classes are copied.
+            (r"\p{Greek}\pL\x{41}\.\d", r"\p{Greek}\pL\x{41}\.[0-9]"),
+            ("é\\d", "é[0-9]"),
+            (r"trailing\", r"trailing\"),
+            ("no escapes", "no escapes"),
+        ];
+        for (pattern, want) in cases {
+            assert_eq!(ascii_classes(pattern), want, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn regexes_match_as_in_go() {
+        let m = |p: &str, path: &str| PathMatcher::parse(p).unwrap().matches(path);
+        assert!(m(r"~^bob\d$", "bob1"));
+        assert!(!m(r"~^bob\d$", "bob١")); // U+0661 ARABIC-INDIC DIGIT ONE
+        assert!(m(r"~^bob\D$", "bob١"));
+        assert!(m(r"~^cam\w$", "camx"));
+        assert!(!m(r"~^cam\w$", "camé"));
+        assert!(m(r"~^cam\W$", "camé"));
+        assert!(m(r"~^a\sb$", "a b"));
+        assert!(!m(r"~^a\sb$", "a\u{a0}b"));
+        assert!(!m(r"~^a\sb$", "a\u{b}b")); // RE2's \s has no \v
+        assert!(m(r"~^a\Sb$", "a\u{a0}b"));
+        assert!(m(r"~^[\d.]+$", "1.2"));
+        assert!(!m(r"~^[\d.]+$", "١.٢"));
+        // é is no word character in Go: there is a word boundary between it and "cam".
+        assert!(m(r"~\bcam\b", "écam"));
+        assert!(!m(r"~\Bcam", "écam"));
+        assert!(m(r"~\Bcam", "xcam"));
+        assert!(m(r"~(?x) ^a \s b$", "a b"));
+    }
+
+    #[test]
+    fn the_pattern_as_written_is_shown_and_reported() {
+        let p = PathMatcher::parse(r"~^cam\d+$").unwrap();
+        assert_eq!(p.to_string(), r"~^cam\d+$");
+        let e = PathMatcher::parse(r"~^cam\d+(").unwrap_err().to_string();
+        assert!(e.contains(r"^cam\d+("), "{e}");
+        assert!(!e.contains("[0-9]"), "{e}");
     }
 
     #[test]

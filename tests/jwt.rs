@@ -247,6 +247,52 @@ async fn refused_tokens_each_with_a_clear_reason() {
     assert_eq!(app.get("/healthz").await.0, 200);
 }
 
+/// RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand, and we
+/// understand none. A token issued in the future (beyond the leeway) is not believed either.
+#[actix_web::test]
+async fn crit_header_and_future_iat_are_refused() {
+    let key = TestKey::generate(KeyKind::Rsa, "k");
+    let idp = FakeIdp::start(vec![key.jwk()]);
+    let app = app_for(&idp, "").await;
+    let now = idp::now();
+    let claims = |extra: Value| {
+        idp::merged(
+            idp::keycloak_claims(&idp.issuer(), "alice", perms(json!([{"action": "read"}]))),
+            extra,
+        )
+    };
+    let header = |extra: Value| {
+        idp::merged(
+            json!({"alg": key.alg_name(), "typ": "JWT", "kid": "k"}),
+            extra,
+        )
+    };
+    // Signed correctly, without crit: allowed.
+    let plain = key.sign_with_header(&header(json!({})), &claims(json!({})));
+    assert_eq!(app.status(&with_token(&plain, "cam")).await, 200);
+    for crit in [
+        // RFC 7515's own example, and RFC 7797's unencoded payload.
+        json!({"crit": ["http://example.invalid/UNDEFINED"], "http://example.invalid/UNDEFINED": true}),
+        json!({"crit": ["b64"], "b64": true}),
+        json!({"crit": []}),
+    ] {
+        let token = key.sign_with_header(&header(crit.clone()), &claims(json!({})));
+        assert_eq!(
+            error_of(&app, &with_token(&token, "cam")).await,
+            "jwt: token header has crit: no extension is understood",
+            "{crit}"
+        );
+    }
+    let future = key.sign(&claims(json!({"iat": now + 600, "exp": now + 1200})));
+    assert_eq!(
+        error_of(&app, &with_token(&future, "cam")).await,
+        "jwt: token issued in the future"
+    );
+    // Within the 30 s leeway, a clock a little ahead is fine.
+    let ahead = key.sign(&claims(json!({"iat": now + 10})));
+    assert_eq!(app.status(&with_token(&ahead, "cam")).await, 200);
+}
+
 #[actix_web::test]
 async fn exp_can_be_optional_and_leeway_set() {
     let key = TestKey::generate(KeyKind::Ec, "k");
@@ -391,9 +437,10 @@ async fn key_rotation_refetches_once_per_interval() {
     assert_eq!(app.status(&with_token(&old.sign(&claims), "c")).await, 200);
     let hits = idp.jwks_hits();
 
-    // The IdP rotates: a token with the new kid makes mtx-auth refetch, and it is accepted.
+    // The IdP rotates: a token with the new kid makes mtx-auth refetch, and it is accepted
+    // (at once unless the fetch outlasts the wait for it, then as soon as it is done).
     idp.set_keys(vec![old.jwk(), new.jwk()]);
-    assert_eq!(app.status(&with_token(&new.sign(&claims), "c")).await, 200);
+    assert!(until_allowed(&app, &new.sign(&claims)).await);
     assert_eq!(idp.jwks_hits(), hits + 1);
 
     // A storm of tokens with unknown kids, from many addresses (so the per-address failure
@@ -433,14 +480,157 @@ async fn outage_keeps_last_good_keys_and_never_allows_on_error() {
         actix_web::rt::time::sleep(Duration::from_millis(1100)).await; // past the refetch interval
         let e = error_of(&app, &with_token(&stranger.sign(&claims), "c")).await;
         assert_eq!(e, "jwt: token signed with an unknown key id", "{mode:?}");
-        assert!(idp.jwks_hits() > before, "{mode:?}: a fetch was attempted");
+        assert!(
+            idp.wait_for_jwks_hits(before + 1, Duration::from_secs(10))
+                .await,
+            "{mode:?}: a fetch was attempted"
+        );
         // ...and the last good keys keep working.
         assert_eq!(app.status(&with_token(&token, "c")).await, 200, "{mode:?}");
     }
-    let (s, body) = app.get("/readyz").await;
+    // The last fetch may still be running in the background (see `UNKNOWN_KID_WAIT`).
+    let mut ready = app.get("/readyz").await;
+    for _ in 0..200 {
+        if ready.1["jwt"]["fetch_failures"].as_u64() >= Some(5) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        ready = app.get("/readyz").await;
+    }
+    let (s, body) = ready;
     assert_eq!(s, 200, "stale keys still serve: {body}");
     assert!(body["jwt"]["fetch_failures"].as_u64() >= Some(5), "{body}");
     assert!(body["jwt"]["keys_age_secs"].as_u64() >= Some(5), "{body}");
+}
+
+/// Sends `token` from a new address each time (so that the failure limiter never turns the
+/// attempts away) until it is allowed; false if it never was within about 15 s.
+async fn until_allowed(app: &TestApp, token: &str) -> bool {
+    for i in 0..300u32 {
+        let mut body = with_token(token, "c");
+        body["ip"] = json!(format!("10.77.{}.{}", i / 200, i % 200 + 1));
+        if app.status(&body).await == 200 {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A verified token is cached, but only while the key that verified it is in the key set: once
+/// a refresh brings a set without it, the token is checked again, and refused.
+#[actix_web::test]
+async fn a_cached_token_stops_working_when_its_key_leaves_the_key_set() {
+    let old = TestKey::generate(KeyKind::Rsa, "old");
+    let new = TestKey::generate(KeyKind::Ec, "new");
+    let idp = FakeIdp::start(vec![old.jwk()]);
+    let app = app_for(&idp, "").await;
+    let claims = idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}])));
+    let token = old.sign(&claims);
+    assert_eq!(app.status(&with_token(&token, "c")).await, 200);
+    assert_eq!(app.status(&with_token(&token, "c")).await, 200);
+
+    // The IdP withdraws the old key. A token with the new kid makes mtx-auth refetch; once it
+    // is accepted, the new key set is in use.
+    idp.set_keys(vec![new.jwk()]);
+    assert!(until_allowed(&app, &new.sign(&claims)).await);
+    assert_eq!(
+        error_of(&app, &with_token(&token, "c")).await,
+        "jwt: token signed with an unknown key id"
+    );
+}
+
+/// An unknown kid makes mtx-auth refetch the keys, but a request does not wait long for a key
+/// server that hangs: MediaMTX checks path requests one at a time, so a stall would hold up
+/// every stream. The key server here holds each answer for 3 s (within the 30 s fetch timeout):
+/// waiting for it would allow the token, so a deny shows that the request did not wait. The
+/// fetch goes on in the background, and once the server has answered, its keys serve the same
+/// token without another fetch.
+#[actix_web::test]
+async fn an_unknown_kid_does_not_wait_for_a_hanging_key_server() {
+    let old = TestKey::generate(KeyKind::Ec, "old");
+    let new = TestKey::generate(KeyKind::Ec, "new");
+    let idp = FakeIdp::start(vec![old.jwk()]);
+    let app = app_for(&idp, "fetch_timeout_secs = 30").await;
+    let claims = idp::keycloak_claims(&idp.issuer(), "a", perms(json!([{"action": "read"}])));
+    let hits = idp.jwks_hits();
+
+    idp.set_keys(vec![old.jwk(), new.jwk()]);
+    idp.set_mode(JwksMode::Slow(Duration::from_secs(3)));
+    let token = new.sign(&claims);
+    assert_eq!(
+        error_of(&app, &with_token(&token, "c")).await,
+        "jwt: token signed with an unknown key id"
+    );
+    assert!(
+        idp.wait_for_jwks_hits(hits + 1, Duration::from_secs(10))
+            .await,
+        "the refetch was started"
+    );
+    // The server answers again; the fetch that was left running brings the new key.
+    idp.set_mode(JwksMode::Normal);
+    assert!(until_allowed(&app, &token).await);
+    assert_eq!(idp.jwks_hits(), hits + 1, "no second fetch was needed");
+    assert_eq!(app.status(&with_token(&old.sign(&claims), "c")).await, 200);
+}
+
+/// The mechanism behind the HTTP test above: a cached token stays a cache hit across refreshes
+/// that keep its key (as most refreshes do), and stops being one when a set without its key is
+/// installed.
+#[actix_web::test]
+async fn key_sets_that_keep_a_key_keep_its_cached_tokens() {
+    use mtx_auth::policy::{Decision, DenyReason, Policy};
+    use mtx_auth::source::jwks::{parse_jwks, KeySet};
+    use mtx_auth::source::jwt::JwtError;
+    let (a, b) = (
+        TestKey::generate(KeyKind::Ed, "a"),
+        TestKey::generate(KeyKind::Rsa, "b"),
+    );
+    let policy = Policy::new(
+        mtx_auth::config::Config::parse(
+            &format!("[jwt]\njwks_url = \"{}/jwks\"\n", FakeIdp::unused_url()),
+            "t.toml",
+        )
+        .unwrap(),
+    );
+    let install = |keys: Vec<Value>| {
+        policy.jwt().unwrap().keys.install(KeySet {
+            keys: parse_jwks(&json!({ "keys": keys })).unwrap(),
+            discovered_issuer: None,
+            token_endpoint: None,
+            fetched_at: std::time::Instant::now(),
+        })
+    };
+    let claims = idp::keycloak_claims("x", "alice", perms(json!([{"action": "read"}])));
+    let token = a.sign(&claims);
+    let decide = || {
+        let mut r = mtx_auth::request::Request::new(
+            mtx_auth::permission::Action::Read,
+            "cam",
+            "10.0.0.1",
+            "",
+            "",
+        );
+        r.token = token.clone().into();
+        policy.decide(&r)
+    };
+    install(vec![a.jwk()]);
+    assert!(matches!(decide(), Decision::Allow { cached: false, .. }));
+    assert!(matches!(decide(), Decision::Allow { cached: true, .. }));
+    // A refresh with the same key, or with a key added: still cached.
+    install(vec![a.jwk()]);
+    install(vec![a.jwk(), b.jwk()]);
+    assert!(matches!(decide(), Decision::Allow { cached: true, .. }));
+    // Another key withdrawn: every cached token is checked again once, then cached again.
+    install(vec![a.jwk()]);
+    assert!(matches!(decide(), Decision::Allow { cached: false, .. }));
+    assert!(matches!(decide(), Decision::Allow { cached: true, .. }));
+    // Its own key withdrawn: refused.
+    install(vec![b.jwk()]);
+    assert_eq!(
+        decide(),
+        Decision::Deny(DenyReason::Jwt(JwtError::UnknownKey))
+    );
 }
 
 #[actix_web::test]

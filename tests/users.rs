@@ -117,6 +117,73 @@ permissions = [{ action = "read" }]
     }
 }
 
+/// An IPv4-mapped entry (`::ffff:192.0.2.0/120`, `::ffff:198.51.100.7`) is the IPv4 network it
+/// maps, as Go's `net.IPNet.Contains` treats it in MediaMTX.
+#[actix_web::test]
+async fn ipv4_mapped_entries_in_ips_match_the_ipv4_addresses_they_map() {
+    let app = spawn(
+        r#"
+[[users]]
+user = "any"
+ips = ["::ffff:192.0.2.0/120"]
+permissions = [{ action = "read" }]
+
+[[users]]
+user = "any"
+ips = ["::ffff:198.51.100.7"]
+permissions = [{ action = "publish" }]
+"#,
+    );
+    app.expect(&[
+        (req("read", "c", "192.0.2.1", "", ""), 200),
+        (req("read", "c", "192.0.2.254", "", ""), 200),
+        (req("read", "c", "::ffff:192.0.2.9", "", ""), 200),
+        (req("read", "c", "192.0.3.1", "", ""), 401),
+        (req("read", "c", "2001:db8::1", "", ""), 401),
+        (req("publish", "c", "198.51.100.7", "", ""), 200),
+        (req("publish", "c", "::ffff:198.51.100.7", "", ""), 200),
+        (req("publish", "c", "198.51.100.8", "", ""), 401),
+    ])
+    .await;
+}
+
+/// MediaMTX's regexes are Go's: `\d`, `\w`, `\s` and `\b` are ASCII only.
+#[actix_web::test]
+async fn regex_perl_classes_are_ascii_as_in_mediamtx() {
+    let app = spawn(
+        r#"
+[[users]]
+user = "viewer"
+pass = "pw"
+permissions = [
+  { action = "read", path = '~^bob\d$' },
+  { action = "publish", path = '~^cam\w$' },
+  { action = "playback", path = '~^a\sb$' },
+  { action = "read", path = '~\blive\b' },
+]
+"#,
+    );
+    let cases = [
+        ("read", "bob1", 200),
+        ("read", "bob\u{661}", 401), // ARABIC-INDIC DIGIT ONE
+        ("publish", "camx", 200),
+        ("publish", "cam\u{e9}", 401), // é
+        ("playback", "a b", 200),
+        ("playback", "a\u{a0}b", 401), // NO-BREAK SPACE
+        // é is no word character for Go, so "live" after it starts at a word boundary.
+        ("read", "\u{e9}live", 200),
+        ("read", "xlive", 401),
+    ];
+    for (action, path, want) in cases {
+        assert_eq!(
+            app.status(&req(action, path, "1.2.3.4", "viewer", "pw"))
+                .await,
+            want,
+            "{action} {path}"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn paths_exact_regex_and_no_wildcards() {
     let app = spawn(

@@ -8,6 +8,14 @@
 //! tokens arrive (so a client cannot cause a fetch storm), and the last good keys keep working
 //! through an outage for `max_stale`, with a warning per failed fetch. Nothing here ever allows a
 //! token: an error only means fewer keys.
+//!
+//! A request that triggers such a refetch waits for it at most `UNKNOWN_KID_WAIT`: MediaMTX
+//! authenticates path requests inside one loop, so a hanging key server must not stall every
+//! stream for a fetch timeout. The fetch goes on in the background and its keys serve later
+//! requests.
+//!
+//! `generation` changes whenever a new key set lacks a key that the one it replaces had, so
+//! that tokens cached as verified by a key that is gone stop working at that refresh.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -17,10 +25,17 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::source::upstream::{self, UpstreamError};
 
 pub use crate::source::upstream::MAX_DOCUMENT;
+
+/// Longest a request waits for the key refetch its unknown `kid` caused. MediaMTX checks path
+/// requests one at a time in its path manager, so a key server that hangs for the whole fetch
+/// timeout would stall every stream on the server; a deny now is better. The fetch itself goes
+/// on, and the keys it brings serve later requests.
+pub const UNKNOWN_KID_WAIT: Duration = Duration::from_millis(250);
 
 /// Where the keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +67,9 @@ pub struct Key {
     pub key: DecodingKey,
     /// Algorithms this key may verify: from the JWK's `alg`, else everything its type allows.
     pub algorithms: Vec<Algorithm>,
+    /// SHA-256 of the JWK as published: two key sets hold the same key when these are equal.
+    /// (Any change to the JWK counts as another key: at worst cached tokens are verified again.)
+    pub id: [u8; 32],
 }
 
 /// A fetched key set.
@@ -89,6 +107,12 @@ pub struct KeyStore {
     /// Serialises fetches, so concurrent unknown-kid tokens share one.
     fetching: tokio::sync::Mutex<()>,
     last_on_demand: Mutex<Option<Instant>>,
+    /// Counts finished fetches, successful or not: a request waiting for an on-demand fetch
+    /// watches it.
+    fetched: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever an installed key set lacks a key of the set it replaces (see
+    /// `generation`).
+    generation: AtomicU64,
     /// Fetches that failed since start; for `/readyz` and metrics.
     pub failures: AtomicU64,
     pub fetches: AtomicU64,
@@ -108,6 +132,8 @@ impl KeyStore {
             current: ArcSwapOption::empty(),
             fetching: tokio::sync::Mutex::new(()),
             last_on_demand: Mutex::new(None),
+            fetched: tokio::sync::watch::Sender::new(0),
+            generation: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         }
@@ -135,16 +161,39 @@ impl KeyStore {
         self.keys().is_some()
     }
 
-    /// Installs a key set directly (tests and benches that run without a server).
+    /// Changes whenever a key that verified tokens may have left the key set. A token verified
+    /// while this had one value must not be trusted from a cache once it has another: its key
+    /// may be gone (rotated out, or withdrawn because it leaked). One atomic load, for the
+    /// cached hot path. Read it *before* `keys()`: a change after that read then invalidates
+    /// what was verified with the keys read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Installs a key set (a fetch's, or directly in tests and benches that run without a
+    /// server). If it lacks a key of the set it replaces, `generation` changes.
     pub fn install(&self, keys: KeySet) {
-        self.current.store(Some(Arc::new(keys)));
+        let new = Arc::new(keys);
+        let old = self.current.swap(Some(Arc::clone(&new)));
+        let dropped = old.is_some_and(|old| {
+            old.keys
+                .iter()
+                .any(|k| !new.keys.iter().any(|n| n.id == k.id))
+        });
+        if dropped {
+            // After the swap: whoever reads the new generation then loads the new keys.
+            self.generation.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Fetches now and installs the result. On failure the old keys stay.
     pub async fn refresh(&self) -> Result<(), FetchError> {
         let _one_at_a_time = self.fetching.lock().await;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch().await {
+        let result = self.fetch().await;
+        // Still holding the lock: a waiter that saw the lock taken is sure to see this.
+        self.fetched.send_modify(|n| *n += 1);
+        match result {
             Ok(set) => {
                 tracing::info!(keys = set.keys.len(), "jwt: key set loaded");
                 self.install(set);
@@ -163,17 +212,28 @@ impl KeyStore {
         }
     }
 
-    /// Called when a token names a key id we do not have. Fetches unless one such fetch
-    /// happened within `refetch_interval`; returns true when the keys may have changed, so the
-    /// token is worth checking again. Concurrent callers wait for the same fetch.
-    pub async fn refetch_for_unknown_kid(&self) -> bool {
-        let before = self.current.load().as_ref().map(|k| k.fetched_at);
-        if !self.may_fetch_on_demand() {
-            // Someone else's fetch may be running right now: wait for it, then look.
-            drop(self.fetching.lock().await);
-            return self.current.load().as_ref().map(|k| k.fetched_at) != before;
+    /// Called when a token names a key id we do not have. Starts a fetch unless one such fetch
+    /// started within `refetch_interval`, then waits for the running fetch (this one or
+    /// another) at most `UNKNOWN_KID_WAIT`. Returns true when the keys changed meanwhile, so the
+    /// token is worth checking again. The fetch runs as its own task: when the wait ends first,
+    /// it goes on and its keys serve later requests.
+    pub async fn refetch_for_unknown_kid(self: &Arc<Self>) -> bool {
+        let installed = || self.current.load().as_ref().map(|k| k.fetched_at);
+        let before = installed();
+        // Subscribed before anything starts, so that no fetch can finish unseen.
+        let mut finished = self.fetched.subscribe();
+        if self.may_fetch_on_demand() {
+            let store = Arc::clone(self);
+            tokio::spawn(async move {
+                // A failure is logged and counted by `refresh`.
+                let _ = store.refresh().await;
+            });
+        } else if self.fetching.try_lock().is_ok() {
+            // No fetch running and none may start: nothing to wait for.
+            return installed() != before;
         }
-        self.refresh().await.is_ok()
+        let _ = tokio::time::timeout(UNKNOWN_KID_WAIT, finished.changed()).await;
+        installed() != before
     }
 
     /// Claims the on-demand fetch slot, unless it was used within `refetch_interval`.
@@ -329,6 +389,7 @@ fn key_from_jwk(value: &Value) -> Option<Key> {
         kid: jwk.common.key_id.clone(),
         key: DecodingKey::from_jwk(&jwk).ok()?,
         algorithms,
+        id: Sha256::digest(value.to_string()).into(),
     })
 }
 

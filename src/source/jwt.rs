@@ -7,11 +7,16 @@
 //!
 //! Verification: the header's `alg` must be an asymmetric algorithm that the chosen key's type
 //! and its JWK `alg` allow (so `none` and HS256-with-the-RSA-public-key are refused), the
-//! signature must check, `exp` is required (configurable) with a leeway, `nbf` is honoured,
-//! `iss` and `aud` must match when configured. Permissions come from the claim `claim_key`
-//! (MediaMTX's strict format) plus those granted by `[[jwt.roles]]`. A verified token is
-//! remembered (keyed by a keyed hash of its signature) until its `exp`, so the next request with it
-//! costs a lookup rather than a signature check.
+//! signature must check, a header with `crit` is refused (RFC 7515 §4.1.11: we understand no
+//! extension, so we cannot know what the issuer meant the token to be limited by), `exp` is
+//! required (configurable) with a leeway, `nbf` is honoured, an `iat` in the future beyond the
+//! leeway is refused (a token minted by a clock, or a forger, we should not believe), `iss` and
+//! `aud` must match when configured. Permissions come from the claim `claim_key` (MediaMTX's
+//! strict format) plus those granted by `[[jwt.roles]]`. A verified token is remembered (keyed by
+//! a keyed hash of its signature) until its `exp`, so the next request with it costs a lookup
+//! rather than a signature check, but only while the key set keeps every key it had when the
+//! token was verified (`KeyStore::generation`): a key that leaves the set takes its tokens with
+//! it at that refresh.
 
 use std::fmt;
 use std::sync::Arc;
@@ -75,6 +80,10 @@ pub enum JwtError {
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("token header has crit: no extension is understood")]
+    CriticalExtension,
     #[error("token has no exp")]
     NoExpiry,
     #[error("token issuer does not match")]
@@ -122,6 +131,9 @@ struct Verified {
     exp: Option<u64>,
     /// The token's `header.payload`, which a cache hit must match exactly.
     signed: Box<str>,
+    /// `KeyStore::generation` before the keys that verified it were read; a cache hit needs it
+    /// unchanged (no key has left the set since).
+    key_generation: u64,
 }
 
 impl fmt::Debug for Verified {
@@ -227,7 +239,9 @@ impl Jwt {
 
     fn cached(&self, token: &str) -> Option<Arc<Verified>> {
         let (key, signed) = self.cache_key(token)?;
-        self.verified.get(&key).filter(|v| *v.signed == *signed)
+        self.verified
+            .get(&key)
+            .filter(|v| *v.signed == *signed && v.key_generation == self.keys.generation())
     }
 
     /// Applies a verified token to a request: still unexpired, and permitting this action.
@@ -252,9 +266,15 @@ impl Jwt {
         if token.len() > MAX_TOKEN {
             return Err(JwtError::TooLarge);
         }
+        let key_generation = self.keys.generation();
         let keys = self.keys.keys().ok_or(JwtError::KeysUnavailable)?;
         let header = parse_header(token)?;
         let claims = self.verify_signature(token, &header, &keys)?;
+        // Checked once the signature holds, so that a forged token, or one naming an unknown key
+        // (which may need a refetch), is reported as such.
+        if header.crit {
+            return Err(JwtError::CriticalExtension);
+        }
         self.check_claims(&claims, &keys, now)?;
         let identity = claims
             .get(&self.config.identity_claim)
@@ -271,6 +291,7 @@ impl Jwt {
                 .rsplit_once('.')
                 .map_or("", |(signed, _)| signed)
                 .into(),
+            key_generation,
         })
     }
 
@@ -333,6 +354,13 @@ impl Jwt {
                 return Err(JwtError::NotYetValid);
             }
         }
+        // A token "issued" after now comes from a clock, or a forger, we should not believe; one
+        // minted far ahead would stay valid for longer than the issuer's lifetime meant.
+        if let Some(iat) = claims.get("iat") {
+            if iat.as_u64().ok_or(JwtError::Malformed)? > now.saturating_add(leeway) {
+                return Err(JwtError::IssuedInFuture);
+            }
+        }
         let issuer = self
             .config
             .issuer
@@ -390,6 +418,8 @@ fn token_field<'r>(req: &'r Request) -> &'r str {
 struct Header {
     alg: Algorithm,
     kid: Option<String>,
+    /// The header has a `crit` parameter (of any value): the token is refused.
+    crit: bool,
 }
 
 /// Only asymmetric algorithms are ever accepted.
@@ -426,7 +456,11 @@ fn parse_header(token: &str) -> Result<Header, JwtError> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(JwtError::Malformed),
     };
-    Ok(Header { alg, kid })
+    Ok(Header {
+        alg,
+        kid,
+        crit: json.get("crit").is_some(),
+    })
 }
 
 /// Three dot-separated base64url segments whose first decodes to a JSON object. Anything else is

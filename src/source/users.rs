@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use sha2::{Digest, Sha256};
 
 use crate::credential::{self, Credential};
@@ -23,7 +23,7 @@ pub struct User {
     pub name: UserName,
     /// `None`: any password (an empty `pass`, or user `any`).
     pub pass: Option<Credential>,
-    /// Empty: any IP.
+    /// Empty: any IP. Each entry has been through `canonical_net`.
     pub ips: Vec<IpNet>,
     pub permissions: Vec<Permission>,
     /// Line of the `[[users]]` entry in the config, for `explain` and logs.
@@ -100,6 +100,22 @@ impl User {
 fn action_bit(action: Action) -> u8 {
     // Six fieldless variants: bits 0 to 5.
     1 << action as u8
+}
+
+/// An `ips` entry as Go's `net.IPNet.Contains` sees it: an IPv4-mapped IPv6 network
+/// (`::ffff:192.0.2.0/120`, or the single address `::ffff:192.0.2.7`) is the IPv4 network it
+/// maps (`192.0.2.0/24`, `192.0.2.7/32`). Requests' IPs are canonicalised to IPv4
+/// (`crate::request::parse_ip`), so a mapped entry left as IPv6 would never match anything,
+/// while MediaMTX lets those clients in. As in Go, only a prefix of at least 96 bits whose
+/// network address is mapped becomes IPv4; any other IPv6 network stays as it is.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 /// The first check a user failed, for `explain`.
@@ -269,6 +285,20 @@ mod tests {
 
     fn first(users: &Users, req: &Request) -> Option<u32> {
         users.next_match(req, 0).map(|c| c.index)
+    }
+
+    #[test]
+    fn mapped_networks_become_ipv4_as_in_go() {
+        let c = |s: &str| canonical_net(s.parse().unwrap()).to_string();
+        assert_eq!(c("::ffff:192.0.2.0/120"), "192.0.2.0/24");
+        assert_eq!(c("::ffff:192.0.2.7/128"), "192.0.2.7/32");
+        assert_eq!(c("::ffff:192.0.2.77/120"), "192.0.2.0/24");
+        assert_eq!(c("::ffff:0:0/96"), "0.0.0.0/0");
+        // Shorter prefixes mask the ffff away in Go too: they stay IPv6.
+        assert_eq!(c("::ffff:192.0.2.0/88"), "::ffff:192.0.2.0/88");
+        assert_eq!(c("::/0"), "::/0");
+        assert_eq!(c("2001:db8::/32"), "2001:db8::/32");
+        assert_eq!(c("10.0.0.0/8"), "10.0.0.0/8");
     }
 
     #[test]
