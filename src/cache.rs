@@ -180,21 +180,36 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
 ///
 /// A limit checked by reading a count before the work and writing it after is overshot by every
 /// attempt that starts in between: 100 concurrent guesses all read "0 failures". So an attempt
-/// *reserves* its place first ([`FailureCounts::try_reserve`]): failures and attempts in flight
-/// together must stay under the limit, in one atomic step, and the reservation then becomes a
-/// failure or is given back.
+/// *reserves* its place first ([`FailureCounts::reserve`]): failures and attempts in flight
+/// together stay within the limit, checked and taken in one atomic step, and the reservation then
+/// becomes a failure or is given back. An attempt that finds the limit taken up by attempts still
+/// in flight waits for them to settle rather than being turned away: if they fail, it is denied;
+/// if they succeed (a household's viewers opening streams together), it goes on.
 pub struct FailureCounts {
     map: TtlMap<u128, Arc<Tally>>,
     hasher: SecretHasher,
 }
 
 /// One key's failures (high 32 bits) and attempts in flight (low 32 bits), in one word so that
-/// checking both against a limit and reserving is a single atomic update.
+/// checking both against a limit and reserving is a single atomic update; and the signal that an
+/// attempt settled, for those waiting for a place.
 #[derive(Default)]
-pub struct Tally(AtomicU64);
+pub struct Tally {
+    word: AtomicU64,
+    settled: tokio::sync::Notify,
+}
 
 const IN_FLIGHT: u64 = 0xFFFF_FFFF;
 const ONE_FAILURE: u64 = 1 << 32;
+
+/// What a look at a tally found, for an attempt that wants a place under `max`.
+enum Take {
+    Taken,
+    /// `max` failures: denied.
+    Full,
+    /// Below `max` failures, but attempts in flight fill the rest: wait for one to settle.
+    Wait,
+}
 
 impl Tally {
     fn split(word: u64) -> (u32, u32) {
@@ -203,8 +218,28 @@ impl Tally {
 
     /// Failures plus attempts in flight.
     fn total(&self) -> u32 {
-        let (failed, in_flight) = Tally::split(self.0.load(Ordering::Acquire));
+        let (failed, in_flight) = Tally::split(self.word.load(Ordering::Acquire));
         failed.saturating_add(in_flight)
+    }
+
+    fn try_take(&self, max: u32) -> Take {
+        let mut outcome = Take::Full;
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let (failed, in_flight) = Tally::split(word);
+                if failed >= max {
+                    outcome = Take::Full;
+                    None
+                } else if failed.saturating_add(in_flight) >= max || in_flight == u32::MAX {
+                    outcome = Take::Wait;
+                    None
+                } else {
+                    outcome = Take::Taken;
+                    Some(word + 1)
+                }
+            });
+        outcome
     }
 }
 
@@ -218,7 +253,8 @@ impl Reservation {
     /// The attempt did not fail: its place is free again.
     pub fn release(mut self) {
         if let Some(t) = self.0.take() {
-            t.0.fetch_sub(1, Ordering::AcqRel);
+            t.word.fetch_sub(1, Ordering::AcqRel);
+            t.settled.notify_waiters();
         }
     }
 
@@ -237,7 +273,8 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
             // One less in flight, one more failure; in flight is at least one (ours).
-            t.0.fetch_add(ONE_FAILURE - 1, Ordering::AcqRel);
+            t.word.fetch_add(ONE_FAILURE - 1, Ordering::AcqRel);
+            t.settled.notify_waiters();
         }
     }
 }
@@ -265,25 +302,36 @@ impl FailureCounts {
             .map_or(0, |t| t.total())
     }
 
-    /// Takes a place for one attempt if failures and attempts in flight are below `max`;
-    /// `None` when the limit is reached.
-    pub fn try_reserve(&self, domain: u8, key: &[u8], max: u32) -> Option<Reservation> {
+    /// Takes a place for one attempt under `max`: at once while failures and attempts in flight
+    /// are below it; `None` once `max` attempts have failed. In between (the rest of the places
+    /// held by attempts in flight) it waits until one of them settles, and looks again.
+    pub async fn reserve(&self, domain: u8, key: &[u8], max: u32) -> Option<Reservation> {
         let tally = self.tally(domain, key);
-        tally
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                let (failed, in_flight) = Tally::split(word);
-                (failed.saturating_add(in_flight) < max && in_flight < u32::MAX).then_some(word + 1)
-            })
-            .ok()?;
-        Some(Reservation(Some(tally)))
+        loop {
+            {
+                // Registered before looking, so a settlement between the look and the wait is
+                // seen.
+                let settled = tally.settled.notified();
+                let mut settled = std::pin::pin!(settled);
+                settled.as_mut().enable();
+                match tally.try_take(max) {
+                    Take::Taken => {}
+                    Take::Full => return None,
+                    Take::Wait => {
+                        settled.await;
+                        continue;
+                    }
+                }
+            }
+            return Some(Reservation(Some(tally)));
+        }
     }
 
     /// Counts one failure that had no reservation.
     pub fn add(&self, domain: u8, key: &[u8]) {
         let tally = self.tally(domain, key);
         let _ = tally
-            .0
+            .word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 (word >> 32 < u64::from(u32::MAX)).then_some(word + ONE_FAILURE)
             });
@@ -292,7 +340,8 @@ impl FailureCounts {
     /// Forgets `key`'s failures (a success). Attempts still in flight stay counted.
     pub fn clear(&self, domain: u8, key: &[u8]) {
         if let Some(t) = self.map.get(&self.hasher.hash(domain, &[key])) {
-            t.0.fetch_and(IN_FLIGHT, Ordering::AcqRel);
+            t.word.fetch_and(IN_FLIGHT, Ordering::AcqRel);
+            t.settled.notify_waiters();
         }
     }
 }
@@ -343,40 +392,76 @@ mod tests {
         assert_eq!((f.count(0, b"alice"), f.count(1, b"alice")), (0, 1));
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
     fn reservations_count_while_in_flight_and_settle() {
         let f = FailureCounts::new(100, Duration::from_secs(60));
-        let a = f.try_reserve(0, b"ip", 3).unwrap();
-        let b = f.try_reserve(0, b"ip", 3).unwrap();
-        let c = f.try_reserve(0, b"ip", 3).unwrap();
-        assert!(f.try_reserve(0, b"ip", 3).is_none(), "three in flight fill a limit of 3");
-        a.release();
-        assert_eq!(f.count(0, b"ip"), 2);
-        b.fail();
-        drop(c); // dropped without an outcome: a failure
-        assert_eq!(f.count(0, b"ip"), 2);
-        f.clear(0, b"ip");
-        assert_eq!(f.count(0, b"ip"), 0);
-        let d = f.try_reserve(0, b"ip", 3).unwrap();
-        f.clear(0, b"ip");
-        assert_eq!(f.count(0, b"ip"), 1, "a success clears failures, not attempts in flight");
-        d.release();
-        assert_eq!(f.count(0, b"ip"), 0);
+        block_on(async {
+            let a = f.reserve(0, b"ip", 3).await.unwrap();
+            let b = f.reserve(0, b"ip", 3).await.unwrap();
+            let c = f.reserve(0, b"ip", 3).await.unwrap();
+            assert_eq!(f.count(0, b"ip"), 3);
+            a.release();
+            assert_eq!(f.count(0, b"ip"), 2);
+            b.fail();
+            drop(c); // dropped without an outcome: a failure
+            assert_eq!(f.count(0, b"ip"), 2);
+            f.clear(0, b"ip");
+            assert_eq!(f.count(0, b"ip"), 0);
+            let d = f.reserve(0, b"ip", 3).await.unwrap();
+            f.clear(0, b"ip");
+            assert_eq!(f.count(0, b"ip"), 1, "a success clears failures, not attempts in flight");
+            d.release();
+            for _ in 0..3 {
+                f.reserve(0, b"ip", 3).await.unwrap().fail();
+            }
+            assert!(f.reserve(0, b"ip", 3).await.is_none(), "three failures fill a limit of 3");
+        });
+    }
+
+    #[test]
+    fn a_full_limit_of_attempts_in_flight_makes_the_next_wait_for_their_outcome() {
+        let f = Arc::new(FailureCounts::new(100, Duration::from_secs(60)));
+        let waiter = |f: &Arc<FailureCounts>| {
+            let f = Arc::clone(f);
+            std::thread::spawn(move || block_on(f.reserve(0, b"k", 2)).map(Reservation::fail))
+        };
+        // Two places, both taken; a third attempt waits. One success: it goes on.
+        let first = block_on(f.reserve(0, b"k", 2)).unwrap();
+        let second = block_on(f.reserve(0, b"k", 2)).unwrap();
+        let third = waiter(&f);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!third.is_finished(), "waits while the places are held");
+        first.release();
+        assert!(third.join().unwrap().is_some(), "a place freed by a success");
+        // One failure (the third's) and one in flight: the next waits, and is denied once the
+        // one in flight fails too.
+        let fourth = waiter(&f);
+        second.fail();
+        assert!(fourth.join().unwrap().is_none(), "two failures: denied");
     }
 
     #[test]
     fn reservations_hold_under_concurrency() {
-        let f = Arc::new(FailureCounts::new(100, Duration::from_secs(60)));
+        let f = FailureCounts::new(100, Duration::from_secs(60));
         let admitted = std::sync::atomic::AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    for _ in 0..100 {
-                        if let Some(r) = f.try_reserve(0, b"ip", 20) {
-                            admitted.fetch_add(1, Ordering::Relaxed);
-                            r.fail();
+                    block_on(async {
+                        for _ in 0..25 {
+                            if let Some(r) = f.reserve(0, b"ip", 20).await {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                                r.fail();
+                            }
                         }
-                    }
+                    })
                 });
             }
         });

@@ -1052,7 +1052,7 @@ fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
         .ips
         .iter()
         .filter_map(|ip| match parse_net(ip.get_ref()) {
-            Some(net) => Some(crate::source::users::canonical_net(net)),
+            Some(net) => Some(net),
             None => {
                 errs.push(
                     ip.span(),
@@ -1081,12 +1081,14 @@ fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
     })
 }
 
-/// A CIDR, or a single address as a /32 or /128 network.
+/// A CIDR, or a single address as a /32 or /128 network; an IPv4-mapped one as the IPv4
+/// network it maps (`crate::source::users::canonical_net`), for `ips` and `local_networks` alike.
 fn parse_net(s: &str) -> Option<IpNet> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(net);
-    }
-    s.parse::<IpAddr>().ok().map(IpNet::from)
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
+    };
+    Some(crate::source::users::canonical_net(net))
 }
 
 fn build_permission(raw: &RawPermission, errs: &mut Problems) -> Option<Permission> {

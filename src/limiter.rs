@@ -8,7 +8,8 @@
 //!
 //! A request with credentials reserves its place under each limit before anything is checked,
 //! and holds it while it is decided (`Limiter::begin`): failures and attempts in flight together
-//! stay under the limit, so concurrent guesses cannot overshoot it. A deny that the operator's
+//! stay within the limit, so concurrent guesses cannot overshoot it; one that finds the places
+//! held by attempts in flight waits for their outcome. A deny that the operator's
 //! config causes (no source accepts credentials for the action at all) is not a failure.
 //!
 //! IPv6 clients are counted per /64, the block one host usually gets; requests whose `ip` does
@@ -118,11 +119,14 @@ impl Limiter {
     }
 
     /// Takes this request's places under the limits, before anything is checked: `None` when
-    /// its address (or user name) already has `max` failures and attempts in flight, and the
-    /// request is to be denied at once. Requests without credentials are never limited and hold
-    /// nothing. Reserving first, in one atomic step per limit, is what makes the limit hold
-    /// under concurrency: a hundred simultaneous guesses get exactly `max` evaluations.
-    pub fn begin(&self, req: &Request) -> Option<Attempt> {
+    /// its address (or user name) already has `max` failed attempts, and the request is to be
+    /// denied at once. Requests without credentials are never limited and hold nothing.
+    ///
+    /// Reserving first, in one atomic step per limit, is what makes the limit hold under
+    /// concurrency: a hundred simultaneous guesses get exactly `max` evaluations. A request that
+    /// finds the remaining places held by attempts still in flight waits for their outcome
+    /// (`FailureCounts::reserve`), so a burst of good logins from one address is not turned away.
+    pub async fn begin(&self, req: &Request<'_>) -> Option<Attempt> {
         if !req.has_credentials() {
             return Some(Attempt {
                 by_ip: Reservation::none(),
@@ -134,14 +138,17 @@ impl Limiter {
             let key = AddressKey::of(req);
             let (domain, bytes) = key.domain_and_bytes();
             self.failures
-                .try_reserve(domain, bytes, l.max_failures_per_ip)
+                .reserve(domain, bytes, l.max_failures_per_ip)
+                .await
         } else {
             Some(Reservation::none())
         };
         let by_user = match by_ip {
-            Some(_) if l.max_failures_per_user > 0 && !req.user.is_empty() => self
-                .failures
-                .try_reserve(1, req.user.as_bytes(), l.max_failures_per_user),
+            Some(_) if l.max_failures_per_user > 0 && !req.user.is_empty() => {
+                self.failures
+                    .reserve(1, req.user.as_bytes(), l.max_failures_per_user)
+                    .await
+            }
             _ => Some(Reservation::none()),
         };
         match (by_ip, by_user) {
@@ -190,8 +197,15 @@ mod tests {
     use super::*;
     use crate::permission::Action;
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     fn attempt(l: &Limiter, req: &Request, failed: bool) -> bool {
-        match l.begin(req) {
+        match block_on(l.begin(req)) {
             Some(a) => {
                 a.finish(failed);
                 true
@@ -218,21 +232,6 @@ mod tests {
         assert!(!attempt(&l, &neighbour, false), "same /64");
         assert!(attempt(&l, &elsewhere, false));
         assert!(attempt(&l, &anonymous, false), "no credentials, never limited");
-    }
-
-    #[test]
-    fn attempts_in_flight_count() {
-        let l = Limiter::new(Limits {
-            max_failures_per_ip: 3,
-            ..Limits::default()
-        });
-        let req = Request::new(Action::Read, "cam", "10.0.0.1", "u", "x");
-        let held: Vec<_> = (0..3).map(|_| l.begin(&req).unwrap()).collect();
-        assert!(l.begin(&req).is_none());
-        for a in held {
-            a.finish(false);
-        }
-        assert!(l.begin(&req).is_some());
     }
 
     #[test]

@@ -76,7 +76,8 @@ impl Verifier {
         };
         // The attempt holds its place under the limits while it runs (and, if this future is
         // dropped mid-way, counts as failed): concurrent guesses cannot overshoot the limit.
-        let Some(attempt) = limiter.begin(req) else {
+        // One that finds the places taken by attempts in flight waits for their outcome.
+        let Some(attempt) = limiter.begin(req).await else {
             return Decision::Deny(DenyReason::RateLimited);
         };
         let decision = self.drive(policy, req).await;

@@ -503,9 +503,10 @@ impl AccountSource {
     ///
     /// A login for a name that counts (see `Backend::names_accounts`) first reserves its place
     /// under `max_failures`: rejected logins *and logins still in flight* for the name must stay
-    /// below it, in one atomic step. Reading the count before the call and writing it after
-    /// would let six simultaneous guesses from six addresses all reach a media server that
-    /// locks the account at the third.
+    /// within it, in one atomic step; a login that finds the places held by logins in flight
+    /// waits for their outcome. Reading the count before the call and writing it after would let
+    /// six simultaneous guesses from six addresses all reach a media server that locks the
+    /// account at the third.
     async fn call(&self, key: u128, creds: &OwnedCredentials) -> Answer {
         let name = match creds {
             OwnedCredentials::Login { user, .. } if self.backend.names_accounts() => {
@@ -517,7 +518,8 @@ impl AccountSource {
             Some(name) => {
                 match self
                     .failures
-                    .try_reserve(0, name.as_bytes(), self.settings.max_failures)
+                    .reserve(0, name.as_bytes(), self.settings.max_failures)
+                    .await
                 {
                     Some(r) => Some(r),
                     None => {

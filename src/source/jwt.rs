@@ -173,14 +173,7 @@ impl Jwt {
         if looks_like_jwt(field) {
             return Some(std::borrow::Cow::Borrowed(field));
         }
-        let mut found = form_urlencoded::parse(req.query.as_bytes())
-            .filter(|(k, _)| k == "token" || k == "jwt")
-            .map(|(_, v)| v);
-        let only = found.next()?;
-        if found.next().is_some() || !looks_like_jwt(&only) {
-            return None;
-        }
-        Some(only)
+        req.query_token().filter(|t| looks_like_jwt(t))
     }
 
     /// Decides a request from its JWT, without fetching keys. `Deny(UnknownKey)` means a
