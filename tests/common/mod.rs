@@ -170,8 +170,7 @@ impl Binary {
             .expect("start mtx-auth");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut addr = None;
-        loop {
+        let addr = loop {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap_or(0) == 0 {
                 let _ = child.kill();
@@ -179,10 +178,9 @@ impl Binary {
             }
             logs.lock().unwrap().push_str(&line);
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                addr = rest.split(['/', ' ', '\n']).next().map(str::to_owned);
-                break;
+                break rest.split(['/', ' ', '\n']).next().map(str::to_owned);
             }
-        }
+        };
         let sink = std::sync::Arc::clone(&logs);
         std::thread::spawn(move || loop {
             let mut line = String::new();
@@ -245,8 +243,11 @@ impl Drop for Binary {
 
 /// Writes `text` to `name` in a fresh folder of the target dir's temp space; returns the path.
 pub fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cfg-{}-{}", std::process::id(), rand_suffix()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cfg-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
