@@ -156,6 +156,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("mtx-auth: refusing to start: the config has errors");
         return Ok(ExitCode::FAILURE);
     };
+    crate::server::raise_fd_limit();
     let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
     let listener = TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
