@@ -101,7 +101,11 @@ struct ServeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    if !matches!(command, Command::Serve(_)) {
+        end_quietly_on_closed_stdout();
+    }
+    let result = match command {
         Command::Serve(args) => serve(args),
         Command::Check { config } => check(&config.config),
         Command::Hash { sha256 } => hash(sha256),
@@ -115,6 +119,26 @@ pub fn main() -> ExitCode {
             eprintln!("mtx-auth: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `mtx-auth explain … | head -1`: Rust starts every program with SIGPIPE ignored, so once the
+/// reader is gone a write fails with EPIPE and `println!` panics. For the one-shot subcommands
+/// the default disposition comes back instead: the process ends quietly on its first write to a
+/// closed pipe, as `cat` or `grep` do. That covers every print at once (explain's listing,
+/// import-mediamtx's config, check, hash, and any later subcommand) rather than threading a
+/// write-error check through each of them, and these commands hold nothing that needs cleaning
+/// up on the way out.
+///
+/// `serve` keeps ignoring SIGPIPE: it must live through any client that goes away. (Sockets
+/// would be safe either way, since std sends with MSG_NOSIGNAL on Linux, but its logs go to
+/// stderr, which may be a pipe.)
+fn end_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called from main before any thread exists (no runtime has started yet);
+    // resetting a disposition to SIG_DFL installs no handler, so there is nothing to be unsound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -137,6 +161,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("mtx-auth: refusing to start: the config has errors");
         return Ok(ExitCode::FAILURE);
     };
+    crate::server::raise_fd_limit();
     let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
     let listener = TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

@@ -20,13 +20,17 @@
 //!   on the runtime.
 //! - [`reload`] holds the policy in use and swaps in a new one when the config file changes or
 //!   on SIGHUP; an invalid file changes nothing.
-//! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs.
+//! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs,
+//!   and the time and connection limits that keep slow or idle clients from holding it.
+//! - [`body`] gives every request body a deadline, and closes a connection whose body was left
+//!   unread rather than draining it.
 //! - [`metrics`] is `GET /metrics`: decisions, latency, caches, upstreams, key sets and reloads
 //!   in the Prometheus (OpenMetrics) text format; counted once per process, across reloads.
 //! - [`import`] turns a `mediamtx.yml`'s own auth settings into an equivalent config.
 //! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`, `import-mediamtx`,
 //!   `healthcheck`).
 
+pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod config;

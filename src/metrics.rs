@@ -120,6 +120,7 @@ pub struct Metrics {
     denial_handles: [OnceLock<Counter>; DENY_KINDS.len()],
     latency: Histogram,
     bad_request: Counter,
+    timed_out: Counter,
     too_large: Counter,
     verification: Arc<VerificationCaches>,
 }
@@ -164,11 +165,15 @@ impl Metrics {
         let bad_requests = Family::<StatusLabels, Counter>::default();
         registry.register(
             "bad_requests",
-            "/auth requests refused before a decision: 400 malformed body, 413 body too large",
+            "/auth requests refused before a decision: 400 malformed body, 408 body not sent in \
+             time, 413 body too large",
             bad_requests.clone(),
         );
         let bad_request = bad_requests
             .get_or_create(&StatusLabels { status: "400" })
+            .clone();
+        let timed_out = bad_requests
+            .get_or_create(&StatusLabels { status: "408" })
             .clone();
         let too_large = bad_requests
             .get_or_create(&StatusLabels { status: "413" })
@@ -186,6 +191,7 @@ impl Metrics {
             denial_handles: Default::default(),
             latency,
             bad_request,
+            timed_out,
             too_large,
             verification,
         }
@@ -257,9 +263,10 @@ impl Metrics {
         };
     }
 
-    /// Counts a request refused before any decision, by its status (400 or 413).
+    /// Counts a request refused before any decision, by its status (400, 408 or 413).
     pub fn record_refused(&self, status: u16) {
         match status {
+            408 => self.timed_out.inc(),
             413 => self.too_large.inc(),
             _ => self.bad_request.inc(),
         };

@@ -2,19 +2,28 @@
 //!
 //! This is a thin adapter. It reads at most 64 KiB of body, parses it (`request`), asks the
 //! policy (through the `verifier`, which keeps argon2 off the workers), logs one line and maps
-//! the outcome to a status: 200 allow, 401 deny, 400 malformed, 413 too large. Every non-2xx
-//! carries `{"error": "…"}`, which MediaMTX copies into its own log. Every decision and every
-//! refused request is also counted for `GET /metrics` (`crate::metrics`).
+//! the outcome to a status: 200 allow, 401 deny, 400 malformed, 408 body too slow, 413 too
+//! large. Every non-2xx carries `{"error": "…"}`, which MediaMTX copies into its own log. Every
+//! decision and every refused request is also counted for `GET /metrics` (`crate::metrics`).
+//!
+//! No client can hold a connection for long (issue 15): its head must arrive within
+//! [`HEAD_TIMEOUT`], its body within [`body::BODY_TIMEOUT`], and each connection serves one
+//! request (see [`start_live`] for why there is no keep-alive). The connections held at once
+//! stay within the file descriptor limit ([`connections_per_worker`]). Nothing is limited per
+//! client address: every call comes from MediaMTX's one address.
 
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
+use actix_web::http::{KeepAlive, StatusCode};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Serialize;
 
+use crate::body;
 use crate::metrics::{self, Metrics};
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
@@ -24,6 +33,23 @@ use crate::verifier::Verifier;
 /// Largest body accepted on `/auth`. MediaMTX's requests are well under 1 KiB plus the path
 /// and query; anything bigger is not MediaMTX.
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long a client has, once connected, to send a request's head. MediaMTX sends it at once,
+/// right after connecting. (actix answers a late head with a bare 408 and closes.)
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After answering a request whose body was not read to its end (a 408, a 413), how long the
+/// client gets to close the connection before we do. Closing with unread data would send a
+/// reset that can destroy the answer before the client reads it; this waits a little for it.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// File descriptors kept out of reach of client connections, for everything else the service
+/// opens: the listener, each worker's event loop, connections to account sources and JWKS
+/// servers, the config file on a reload, stderr.
+const FD_RESERVE: u64 = 128;
+
+/// actix's own default of connections per worker, kept as the ceiling.
+const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 
 /// What every handler shares.
 pub struct AppState {
@@ -57,6 +83,8 @@ pub enum HttpError {
     BadRequest(#[from] RequestError),
     #[error("could not read body")]
     Payload,
+    #[error("body not received within {secs} s", secs = body::BODY_TIMEOUT.as_secs())]
+    Timeout,
     #[error("not found")]
     NotFound,
 }
@@ -65,6 +93,7 @@ impl ResponseError for HttpError {
     fn status_code(&self) -> StatusCode {
         match self {
             HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::BadRequest(_) | HttpError::Payload => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
         }
@@ -100,6 +129,12 @@ pub fn start(
 
 /// Starts the server with a policy that reloads (see `crate::reload`); the caller runs the
 /// watchers that trigger reloads.
+///
+/// Keep-alive is off: each connection answers one request and closes. MediaMTX opens a new
+/// connection for every call anyway, so it loses nothing, and actix times out only the *first*
+/// request head of a connection: once a kept-alive connection has received one byte of its
+/// next request, nothing ends it, so a client could hold it forever with one quick `/healthz`
+/// and one byte. Clients that do reuse connections (Prometheus, load generators) reconnect.
 pub fn start_live(
     listener: TcpListener,
     live: Arc<LivePolicy>,
@@ -107,8 +142,18 @@ pub fn start_live(
 ) -> std::io::Result<actix_web::dev::Server> {
     reload::spawn_background(&live.load());
     let state = web::Data::new(AppState::new(live));
-    let mut server = HttpServer::new(move || {
+    // actix's own default, named so the connection limit can be divided among the workers.
+    let workers = workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
+    let per_worker = connections_per_worker(workers);
+    tracing::info!(
+        "at most {} connections at once (file descriptor limit {})",
+        per_worker * workers,
+        fd_limit().map_or("unknown".into(), |n| n.to_string())
+    );
+    let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(body::bounded))
             .app_data(state.clone())
             .route("/auth", web::post().to(auth))
             .route("/healthz", web::get().to(healthz))
@@ -116,12 +161,76 @@ pub fn start_live(
             .route("/metrics", web::get().to(scrape))
             .default_service(web::to(|| async { HttpError::NotFound.error_response() }))
     })
+    .keep_alive(KeepAlive::Disabled)
+    .client_request_timeout(HEAD_TIMEOUT)
+    .client_disconnect_timeout(LINGER)
+    .workers(workers)
+    .max_connections(per_worker)
     .listen(listener)?;
-    if let Some(n) = workers {
-        server = server.workers(n);
-    }
     Ok(server.run())
 }
+
+/// Client connections each worker may hold at once, so that all of them together stay
+/// [`FD_RESERVE`] below the process's file descriptor limit. At the limit actix stops accepting
+/// until a connection closes, and new ones wait in the listen backlog (which holds no
+/// descriptor). Without it, accept() would fail with EMFILE (actix then logs an error and
+/// pauses accepting for half a second, over and over), and the descriptors the service needs
+/// for its own work (upstream calls, key-set fetches, reading the config on a reload) would be
+/// taken by clients.
+pub fn connections_per_worker(workers: usize) -> usize {
+    let usable = fd_limit().unwrap_or(1024).saturating_sub(FD_RESERVE);
+    let per_worker = usable / workers.max(1) as u64;
+    per_worker.clamp(1, MAX_CONNECTIONS_PER_WORKER as u64) as usize
+}
+
+/// The soft limit on open file descriptors.
+#[cfg(unix)]
+pub fn fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given, which lives on this stack frame.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 here, but u32 on 32-bit Linux
+    ok.then_some(limit.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+pub fn fd_limit() -> Option<u64> {
+    None
+}
+
+/// Raises the soft limit on open files to the hard limit, as every Go program (MediaMTX among
+/// them) does at start. Many systems start services with a soft limit of 1,024 and a far
+/// higher hard limit; the soft one is only there for programs that still use select(2), and
+/// actix uses epoll. Failure changes nothing: the limit in force is the one reported.
+#[cfg(unix)]
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        // Linux refuses an unlimited soft limit for open files; 2^20 is its usual ceiling
+        // (fs.nr_open).
+        let target = match limit.rlim_max {
+            libc::RLIM_INFINITY => 1 << 20,
+            max => max,
+        };
+        if limit.rlim_cur < target {
+            limit.rlim_cur = target;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn raise_fd_limit() {}
 
 async fn auth(
     state: web::Data<AppState>,
@@ -132,12 +241,16 @@ async fn auth(
         state.metrics.record_refused(e.status_code().as_u16());
         e
     };
-    let body = payload
+    // `body::bounded` ends a body that takes longer than BODY_TIMEOUT to arrive.
+    let bytes = payload
         .to_bytes_limited(MAX_BODY)
         .await
         .map_err(|_| refused(HttpError::TooLarge))?
-        .map_err(|_| refused(HttpError::Payload))?;
-    let req = Request::parse(&body).map_err(|e| {
+        .map_err(|e| match body::is_timeout(&e) {
+            true => refused(HttpError::Timeout),
+            false => refused(HttpError::Payload),
+        })?;
+    let req = Request::parse(&bytes).map_err(|e| {
         tracing::warn!(target: "mtx_auth::decision", error = %e, "bad request");
         refused(e.into())
     })?;

@@ -527,3 +527,62 @@ fn check_warns_about_a_config_that_grants_nothing() {
     let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
     assert_eq!((code, err.as_str()), (0, ""));
 }
+
+/// `mtx-auth explain … | head -1` (issue 15, defect 3): a reader that stops early must not make
+/// a subcommand panic on its next print. Each subcommand that prints to stdout runs with stdout
+/// a pipe whose read end is closed before it starts, so its first write meets a closed pipe.
+#[cfg(unix)]
+#[test]
+fn subcommands_end_quietly_when_stdout_is_closed() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let config = config_file(
+        "closed-pipe.toml",
+        "[[users]]\nuser = \"bob\"\npass = \"pw\"\npermissions = [{ action = \"read\" }]\n",
+    );
+    let mediamtx = config_file(
+        "closed-pipe-mediamtx.yml",
+        "authInternalUsers:\n- user: any\n  permissions: [{action: read}]\n",
+    );
+    let request = r#"{"user":"bob","password":"no","action":"read","path":"cam","ip":"10.0.0.1"}"#;
+    let mut explain = bin();
+    explain
+        .arg("explain")
+        .arg("--config")
+        .arg(&config)
+        .arg(request);
+    let mut check = bin();
+    check.arg("check").arg("--config").arg(&config);
+    let mut import = bin();
+    import.arg("import-mediamtx").arg(&mediamtx);
+    let mut hash = bin();
+    hash.args(["hash", "--sha256"]);
+
+    for (name, mut cmd) in [
+        ("explain", explain),
+        ("check", check),
+        ("import-mediamtx", import),
+        ("hash", hash),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `hash` reads its secret first; the others never look at stdin.
+        let _ = child.stdin.take().unwrap().write_all(b"a secret\n");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        // Ended by SIGPIPE, as `cat` would be; not exit 101 from a panic.
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{name}: {:?} {stderr}",
+            out.status
+        );
+    }
+}

@@ -176,3 +176,28 @@ fn systemd_unit_reloads_with_sighup_as_a_dedicated_user() {
         assert!(unit.lines().any(|l| l == line), "missing: {line}");
     }
 }
+
+/// Each connection holds a file descriptor until mtx-auth closes it, so both deployments that
+/// can raise the open-file limit do, to the same figure (issue 15); Kubernetes cannot, which
+/// the README says.
+#[test]
+fn open_file_limit_is_raised_alike_where_it_can_be() {
+    let unit = read("deploy/mtx-auth.service");
+    let limit: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("LimitNOFILE="))
+        .collect();
+    assert_eq!(limit, ["65536"], "one LimitNOFILE= in the unit");
+
+    let compose = yaml("deploy/docker-compose.yml");
+    let nofile = &compose["services"]["mtx-auth"]["ulimits"]["nofile"];
+    assert_eq!(nofile["soft"].as_u64(), Some(65536), "{nofile}");
+    assert_eq!(nofile["hard"].as_u64(), Some(65536), "{nofile}");
+
+    let readme = read("deploy/README.md");
+    assert!(
+        readme.contains("LimitNOFILE=65536")
+            && readme.contains("a Pod spec has no per-container file limit"),
+        "deploy/README.md explains the limit"
+    );
+}

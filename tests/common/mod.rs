@@ -170,8 +170,7 @@ impl Binary {
             .expect("start mtx-auth");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let addr;
-        loop {
+        let addr = loop {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap_or(0) == 0 {
                 let _ = child.kill();
@@ -179,10 +178,9 @@ impl Binary {
             }
             logs.lock().unwrap().push_str(&line);
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                addr = rest.split(['/', ' ', '\n']).next().map(str::to_owned);
-                break;
+                break rest.split(['/', ' ', '\n']).next().map(str::to_owned);
             }
-        }
+        };
         let sink = std::sync::Arc::clone(&logs);
         std::thread::spawn(move || loop {
             let mut line = String::new();
