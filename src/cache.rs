@@ -416,12 +416,19 @@ mod tests {
             assert_eq!(f.count(0, b"ip"), 0);
             let d = f.reserve(0, b"ip", 3).await.unwrap();
             f.clear(0, b"ip");
-            assert_eq!(f.count(0, b"ip"), 1, "a success clears failures, not attempts in flight");
+            assert_eq!(
+                f.count(0, b"ip"),
+                1,
+                "a success clears failures, not attempts in flight"
+            );
             d.release();
             for _ in 0..3 {
                 f.reserve(0, b"ip", 3).await.unwrap().fail();
             }
-            assert!(f.reserve(0, b"ip", 3).await.is_none(), "three failures fill a limit of 3");
+            assert!(
+                f.reserve(0, b"ip", 3).await.is_none(),
+                "three failures fill a limit of 3"
+            );
         });
     }
 
@@ -439,7 +446,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!third.is_finished(), "waits while the places are held");
         first.release();
-        assert!(third.join().unwrap().is_some(), "a place freed by a success");
+        assert!(
+            third.join().unwrap().is_some(),
+            "a place freed by a success"
+        );
         // One failure (the third's) and one in flight: the next waits, and is denied once the
         // one in flight fails too.
         let fourth = waiter(&f);

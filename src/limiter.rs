@@ -156,8 +156,9 @@ impl Limiter {
             (by_ip, by_user) => {
                 // Give back whatever was taken: a limited request is not an attempt.
                 let limited_by_ip = by_ip.is_none();
-                by_ip.map(Reservation::release);
-                by_user.map(Reservation::release);
+                for taken in [by_ip, by_user].into_iter().flatten() {
+                    taken.release();
+                }
                 self.denied.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     target: "mtx_auth::limiter",
@@ -225,13 +226,19 @@ mod tests {
         let elsewhere = Request::new(Action::Read, "cam", "2001:db9::1", "u", "x");
         let anonymous = Request::new(Action::Read, "cam", "2001:db8::1", "", "");
         assert!(attempt(&l, &wrong, true));
-        assert!(attempt(&l, &anonymous, true), "no credentials: holds nothing");
+        assert!(
+            attempt(&l, &anonymous, true),
+            "no credentials: holds nothing"
+        );
         assert!(attempt(&l, &wrong, false), "a success gives its place back");
         assert!(attempt(&l, &wrong, true));
         assert!(!attempt(&l, &wrong, true));
         assert!(!attempt(&l, &neighbour, false), "same /64");
         assert!(attempt(&l, &elsewhere, false));
-        assert!(attempt(&l, &anonymous, false), "no credentials, never limited");
+        assert!(
+            attempt(&l, &anonymous, false),
+            "no credentials, never limited"
+        );
     }
 
     #[test]

@@ -519,11 +519,15 @@ fn check_warns_about_a_config_that_grants_nothing() {
         assert_eq!(code, 0, "still a valid config: {err}");
         assert!(out.contains(": ok ("), "{out}");
         assert!(
-            err.contains("warning: this config grants nothing") && err.contains("every request will be denied"),
+            err.contains("warning: this config grants nothing")
+                && err.contains("every request will be denied"),
             "case {i}: {err}"
         );
     }
-    let path = config_file("grants.toml", "[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n");
+    let path = config_file(
+        "grants.toml",
+        "[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n",
+    );
     let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
     assert_eq!((code, err.as_str()), (0, ""));
 }

@@ -4,10 +4,10 @@
 #![recursion_limit = "256"] // the fake servers' JSON literals are large
 
 mod common;
-#[path = "support/media.rs"]
-mod media;
 #[path = "support/idp.rs"]
 mod idp;
+#[path = "support/media.rs"]
+mod media;
 
 use common::{mtx_request, spawn};
 use idp::{FakeIdp, KeyKind, TestKey};
@@ -148,13 +148,26 @@ async fn concurrent_guesses_never_lock_the_media_server_account() {
     jf.set_mode(media::Mode::Slow(std::time::Duration::from_millis(400)));
     jf.reset_hits();
     let guesses = (0..6)
-        .map(|i| read(&format!("198.51.100.{}", 10 + i), "alice", &format!("guess{i}")))
+        .map(|i| {
+            read(
+                &format!("198.51.100.{}", 10 + i),
+                "alice",
+                &format!("guess{i}"),
+            )
+        })
         .collect();
     let answers = all_at_once(&app, guesses).await;
     assert!(answers.iter().all(|(s, _)| *s == 401), "{answers:?}");
-    assert_eq!(jf.login_hits(), 2, "only the per-name limit's two logins reach Jellyfin");
     assert_eq!(
-        answers.iter().filter(|(_, e)| e.contains("too many failed logins")).count(),
+        jf.login_hits(),
+        2,
+        "only the per-name limit's two logins reach Jellyfin"
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(_, e)| e.contains("too many failed logins"))
+            .count(),
         4,
         "{answers:?}"
     );
@@ -182,7 +195,8 @@ async fn tokens_in_the_query_are_limited_like_tokens_in_the_token_field() {
     for (param, ip) in [("jwt", "203.0.113.20"), ("token", "203.0.113.21")] {
         let mut answers = Vec::new();
         for i in 0..40 {
-            let claims = idp::keycloak_claims(&idp.issuer(), &format!("u{i}"), serde_json::json!({}));
+            let claims =
+                idp::keycloak_claims(&idp.issuer(), &format!("u{i}"), serde_json::json!({}));
             let forged = forger.sign(&claims);
             let body = serde_json::json!({
                 "ip": ip, "user": "", "password": "", "token": "", "action": "read",
@@ -193,8 +207,14 @@ async fn tokens_in_the_query_are_limited_like_tokens_in_the_token_field() {
         }
         let limited = answers.iter().filter(|(_, e)| e == LIMITED).count();
         assert!(answers.iter().all(|(s, _)| *s == 401));
-        assert_eq!(limited, 35, "{param}=: the first 5 were checked, the rest limited: {answers:?}");
-        assert!(answers[..5].iter().all(|(_, e)| e.starts_with("jwt:")), "{answers:?}");
+        assert_eq!(
+            limited, 35,
+            "{param}=: the first 5 were checked, the rest limited: {answers:?}"
+        );
+        assert!(
+            answers[..5].iter().all(|(_, e)| e.starts_with("jwt:")),
+            "{answers:?}"
+        );
     }
     // A genuine token from another address is unaffected.
     let good = key.sign(&idp::keycloak_claims(
@@ -223,14 +243,30 @@ async fn concurrent_guesses_from_one_address_get_exactly_the_limit() {
     let server = common::Binary::start(&path);
     let app = server.app();
     let guesses = (0..100)
-        .map(|i| read("192.0.2.50", if i % 2 == 0 { "alice" } else { "mallory" }, &format!("w{i}")))
+        .map(|i| {
+            read(
+                "192.0.2.50",
+                if i % 2 == 0 { "alice" } else { "mallory" },
+                &format!("w{i}"),
+            )
+        })
         .collect();
     let answers = all_at_once(&app, guesses).await;
     let evaluated = answers.iter().filter(|(_, e)| e != LIMITED).count();
     assert!(answers.iter().all(|(s, _)| *s == 401));
     assert_eq!(evaluated, 20, "{answers:?}");
-    assert_eq!(post(&app, read("192.0.2.50", "alice", "right-password")).await.0, 401);
-    assert_eq!(post(&app, read("192.0.2.51", "alice", "right-password")).await.0, 200);
+    assert_eq!(
+        post(&app, read("192.0.2.50", "alice", "right-password"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(&app, read("192.0.2.51", "alice", "right-password"))
+            .await
+            .0,
+        200
+    );
 }
 
 #[actix_web::test]
@@ -249,7 +285,10 @@ async fn an_unparsable_address_does_not_switch_the_limit_off() {
         answers.push(post(&app, read(ip, "alice", &format!("w{i}"))).await);
     }
     let limited = answers.iter().filter(|(_, e)| e == LIMITED).count();
-    assert_eq!(limited, 3, "all unparsable addresses share one count: {answers:?}");
+    assert_eq!(
+        limited, 3,
+        "all unparsable addresses share one count: {answers:?}"
+    );
     assert_eq!(post(&app, read("10.1.2.3", "alice", "right")).await.0, 200);
 }
 
@@ -285,8 +324,20 @@ async fn a_toml_name_shadows_every_case_variant_at_the_media_server() {
         );
         assert_eq!(post(&app, read("10.0.0.1", user, "toml-pw")).await.0, 401);
     }
-    assert_eq!(jf.login_hits(), 0, "no TOML name, in any case, was sent to Jellyfin");
-    assert_eq!(post(&app, mtx_request("read", "toml", "10.0.0.1", "admin", "toml-pw")).await.0, 200);
+    assert_eq!(
+        jf.login_hits(),
+        0,
+        "no TOML name, in any case, was sent to Jellyfin"
+    );
+    assert_eq!(
+        post(
+            &app,
+            mtx_request("read", "toml", "10.0.0.1", "admin", "toml-pw")
+        )
+        .await
+        .0,
+        200
+    );
     assert_eq!(post(&app, read("10.0.0.1", "BOB", "bob-pw")).await.0, 200);
     assert_eq!(jf.login_hits(), 1, "other names still reach Jellyfin");
 }

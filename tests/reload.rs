@@ -188,11 +188,19 @@ async fn a_truncated_file_is_not_loaded() {
     assert_eq!(ready["config"]["generation"], json!(1));
     // A file cut off before its users, keeping a section that grants something, is refused too.
     std::fs::write(&path, "[jwt]\njwks_url = \"http://127.0.0.1:9/keys\"\n").unwrap();
-    assert!(server.wait_for_log("has no [[users]]", 30), "{}", server.logs());
+    assert!(
+        server.wait_for_log("has no [[users]]", 30),
+        "{}",
+        server.logs()
+    );
     assert_eq!(app.status(&read("alice", "pw")).await, 200);
     // The finished file is loaded.
     std::fs::write(&path, ALICE_LOCAL.replace("\"pw\"", "\"pw2\"")).unwrap();
-    assert!(server.wait_for_log("config reloaded", 30), "{}", server.logs());
+    assert!(
+        server.wait_for_log("config reloaded", 30),
+        "{}",
+        server.logs()
+    );
     assert_eq!(app.status(&read("alice", "pw2")).await, 200);
     assert_eq!(app.status(&read("alice", "pw")).await, 401);
 }
@@ -211,8 +219,12 @@ async fn a_file_written_in_steps_is_loaded_once_it_settles() {
     let stop = Arc::new(AtomicBool::new(false));
     let allowed = Arc::new(AtomicUsize::new(0));
     let asker = {
-        let (app, stop, allowed, outside) =
-            (server.app(), Arc::clone(&stop), Arc::clone(&allowed), outside.clone());
+        let (app, stop, allowed, outside) = (
+            server.app(),
+            Arc::clone(&stop),
+            Arc::clone(&allowed),
+            outside.clone(),
+        );
         actix_web::rt::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 if app.status(&outside).await == 200 {
@@ -224,11 +236,20 @@ async fn a_file_written_in_steps_is_loaded_once_it_settles() {
     };
     // Written in two steps, a second or so apart (longer than the watcher's poll): first the
     // user without its `ips` line, then the line. Only the finished file may take effect.
-    let without_ips = "[[users]]\nuser = \"alice\"\npass = \"pw\"\npermissions = [{ action = \"read\" }]\n";
+    let without_ips =
+        "[[users]]\nuser = \"alice\"\npass = \"pw\"\npermissions = [{ action = \"read\" }]\n";
     std::fs::write(&path, without_ips).unwrap();
     actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
-    std::fs::write(&path, format!("{without_ips}ips = [\"10.0.0.0/8\", \"192.168.0.0/16\"]\n")).unwrap();
-    assert!(server.wait_for_log("config reloaded", 30), "{}", server.logs());
+    std::fs::write(
+        &path,
+        format!("{without_ips}ips = [\"10.0.0.0/8\", \"192.168.0.0/16\"]\n"),
+    )
+    .unwrap();
+    assert!(
+        server.wait_for_log("config reloaded", 30),
+        "{}",
+        server.logs()
+    );
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     asker.await.unwrap();
@@ -237,8 +258,17 @@ async fn a_file_written_in_steps_is_loaded_once_it_settles() {
         0,
         "the half-written config (no ips) was never in force"
     );
-    assert_eq!(server.logs().matches("config reloaded").count(), 1, "{}", server.logs());
-    assert_eq!(app.status(&mtx_request("read", "cam", "192.168.1.1", "alice", "pw")).await, 200);
+    assert_eq!(
+        server.logs().matches("config reloaded").count(),
+        1,
+        "{}",
+        server.logs()
+    );
+    assert_eq!(
+        app.status(&mtx_request("read", "cam", "192.168.1.1", "alice", "pw"))
+            .await,
+        200
+    );
 }
 
 #[actix_web::test]
@@ -248,15 +278,33 @@ async fn denials_by_a_config_that_grants_nothing_are_not_counted_against_clients
     // the clients that kept trying are let in at once, not turned away as brute-forcers.
     let path = common::temp_config("nothing.toml", "[server]\nmax_failures_per_ip = 3\n");
     let server = common::Binary::start(&path);
-    assert!(server.logs().contains("grants nothing"), "{}", server.logs());
+    assert!(
+        server.logs().contains("grants nothing"),
+        "{}",
+        server.logs()
+    );
     let app = server.app();
     for _ in 0..10 {
         let (status, body) = app.auth(&read("alice", "pw")).await;
-        assert_eq!((status, body["error"].as_str()), (401, Some("no user matches these credentials for this action, path and ip")));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (
+                401,
+                Some("no user matches these credentials for this action, path and ip")
+            )
+        );
     }
-    std::fs::write(&path, format!("[server]\nmax_failures_per_ip = 3\n\n{ALICE_LOCAL}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("[server]\nmax_failures_per_ip = 3\n\n{ALICE_LOCAL}"),
+    )
+    .unwrap();
     server.sighup();
-    assert!(server.wait_for_log("config reloaded", 30), "{}", server.logs());
+    assert!(
+        server.wait_for_log("config reloaded", 30),
+        "{}",
+        server.logs()
+    );
     assert_eq!(app.status(&read("alice", "pw")).await, 200);
     // Real guesses are still counted.
     for _ in 0..3 {
