@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, Secrets};
 use crate::credential;
 use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
@@ -46,9 +46,16 @@ enum Command {
     /// Run the service.
     Serve(ServeArgs),
     /// Validate a config file; print each problem as FILE:LINE:COL: message.
+    ///
+    /// A secret given as `*_file` or `*_env` that cannot be read here is a warning, and
+    /// everything else is still checked: the config may be meant for another machine (a
+    /// Kubernetes Secret, a systemd credential). `serve` refuses to start without it.
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Make unreadable secrets errors, as `serve` does.
+        #[arg(long)]
+        strict: bool,
     },
     /// Read one secret from stdin and print its argon2id hash (or sha256 with --sha256).
     Hash {
@@ -107,7 +114,7 @@ pub fn main() -> ExitCode {
     }
     let result = match command {
         Command::Serve(args) => serve(args),
-        Command::Check { config } => check(&config.config),
+        Command::Check { config, strict } => check(&config.config, strict),
         Command::Hash { sha256 } => hash(sha256),
         Command::Explain { config, request } => explain(&config.config, &request),
         Command::ImportMediamtx { file, method } => import_mediamtx(&file, method),
@@ -189,16 +196,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    Ok(match load(path) {
-        Some(c) => {
+fn check(path: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+    let secrets = if strict {
+        Secrets::Required
+    } else {
+        Secrets::MayBeAbsent
+    };
+    Ok(match Config::load_with(path, secrets) {
+        Ok(c) => {
             println!("{}: ok ({} users)", path.display(), c.users.len());
+            for w in &c.warnings {
+                eprintln!(
+                    "{}:{}:{}: warning: {} (serve will refuse to start without it; --strict makes this an error)",
+                    w.file, w.line, w.col, w.message
+                );
+            }
             if c.grants_nothing() {
                 eprintln!("{}: warning: {GRANTS_NOTHING}", path.display());
             }
             ExitCode::SUCCESS
         }
-        None => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     })
 }
 

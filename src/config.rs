@@ -32,6 +32,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 /// A checked configuration.
 #[derive(Debug)]
 pub struct Config {
+    /// What `check` reports without failing: secrets that could not be read where the config
+    /// was checked (see [`Secrets`]). Always empty for a config that `serve` loads.
+    pub warnings: Vec<Problem>,
     pub server: ServerConfig,
     pub users: Vec<User>,
     pub jwt: Option<JwtConfig>,
@@ -248,9 +251,14 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Secrets::Required)
+    }
+
+    /// Like `load`, choosing what an unreadable `*_file` or unset `*_env` secret is.
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &file),
+            Ok(text) => Config::parse_with(&text, &file, secrets),
             Err(e) => Err(ConfigError {
                 problems: vec![Problem {
                     file,
@@ -264,7 +272,13 @@ impl Config {
 
     /// Checks config text; `file` names it in problems.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, file, Secrets::Required)
+    }
+
+    /// Like `parse`, choosing what an unreadable `*_file` or unset `*_env` secret is.
+    pub fn parse_with(text: &str, file: &str, secrets: Secrets) -> Result<Config, ConfigError> {
         let mut errs = Problems::new(file, text);
+        errs.secrets = secrets;
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
@@ -312,6 +326,7 @@ impl Config {
             .collect();
         if errs.list.is_empty() {
             Ok(Config {
+                warnings: errs.warnings,
                 server,
                 users,
                 jwt,
@@ -331,6 +346,18 @@ struct Problems<'a> {
     /// positions, so each must not rescan the text.
     line_starts: Vec<usize>,
     list: Vec<Problem>,
+    warnings: Vec<Problem>,
+    secrets: Secrets,
+}
+
+/// What a secret given as `*_file` or `*_env` that cannot be read is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// An error: `serve` cannot run without it (and `check --strict` says so).
+    Required,
+    /// A warning, and everything else is checked: `check` on a machine that is not where the
+    /// service runs (a laptop checking a Kubernetes ConfigMap whose Secret it never sees).
+    MayBeAbsent,
 }
 
 impl<'a> Problems<'a> {
@@ -343,6 +370,8 @@ impl<'a> Problems<'a> {
             text,
             line_starts,
             list: Vec::new(),
+            warnings: Vec::new(),
+            secrets: Secrets::Required,
         }
     }
 
@@ -359,13 +388,34 @@ impl<'a> Problems<'a> {
     }
 
     fn push(&mut self, span: Range<usize>, message: String) {
+        let problem = self.problem(span, message);
+        self.list.push(problem);
+    }
+
+    /// A secret that cannot be read here: an error, or with `Secrets::MayBeAbsent` a warning.
+    /// Returns whether it was only a warning.
+    fn absent_secret(&mut self, span: Range<usize>, message: String) -> bool {
+        let problem = self.problem(span, message);
+        match self.secrets {
+            Secrets::Required => {
+                self.list.push(problem);
+                false
+            }
+            Secrets::MayBeAbsent => {
+                self.warnings.push(problem);
+                true
+            }
+        }
+    }
+
+    fn problem(&self, span: Range<usize>, message: String) -> Problem {
         let (line, col) = self.line_col(span.start);
-        self.list.push(Problem {
+        Problem {
             file: self.file.to_owned(),
             line,
             col,
             message,
-        });
+        }
     }
 
     fn into_error(self) -> ConfigError {
@@ -955,6 +1005,10 @@ fn build_oidc(
 
 /// A secret given inline (`KEY`), in a file (`KEY_file`, trailing newline removed) or in an
 /// environment variable (`KEY_env`): at most one of the three. `Some(None)`: none given.
+/// Stands in for a secret that `check` could not read (`Secrets::MayBeAbsent`); such a config
+/// is only ever checked, never served.
+const ABSENT: &str = "(absent where checked)";
+
 fn read_secret(
     key: &str,
     inline: Option<Spanned<String>>,
@@ -976,25 +1030,23 @@ fn read_secret(
         match std::fs::read_to_string(path.get_ref()) {
             Ok(text) => (text.trim_end_matches(['\n', '\r']).to_owned(), path.span()),
             Err(e) => {
-                errs.push(
-                    path.span(),
-                    format!("{key}_file: cannot read {:?}: {e}", path.get_ref()),
-                );
-                return None;
+                let message = format!("{key}_file: cannot read {:?}: {e}", path.get_ref());
+                return errs
+                    .absent_secret(path.span(), message)
+                    .then(|| Some(Secret(ABSENT.to_owned())));
             }
         }
     } else if let Some(var) = env {
         match std::env::var(var.get_ref()) {
             Ok(v) => (v, var.span()),
             Err(_) => {
-                errs.push(
-                    var.span(),
-                    format!(
-                        "{key}_env: environment variable {:?} is not set",
-                        var.get_ref()
-                    ),
+                let message = format!(
+                    "{key}_env: environment variable {:?} is not set",
+                    var.get_ref()
                 );
-                return None;
+                return errs
+                    .absent_secret(var.span(), message)
+                    .then(|| Some(Secret(ABSENT.to_owned())));
             }
         }
     } else {

@@ -1,15 +1,19 @@
 //! mtx-auth: an authentication service for MediaMTX's `authMethod: http`.
 //!
 //! MediaMTX POSTs one JSON request per client action (`request`); we answer 2xx to allow and
-//! 401 to deny. The map:
+//! 401 to deny. The map (ARCHITECTURE.md has the layers, a request's life and the invariants):
 //!
+//! - [`decision`] is the vocabulary every layer shares: `Decision`, `DenyReason`, `Source`. A
+//!   leaf: it imports nothing of the crate.
 //! - [`config`] reads the TOML file into checked types: a loaded config cannot be invalid.
 //! - [`credential`] holds plain, `sha256:` and `argon2:` secrets and every comparison of them.
 //! - [`permission`] is MediaMTX's `{action, path}` matching.
 //! - [`source`] holds the identity sources, asked in this order: [`source::users`] is MediaMTX's
 //!   `authInternalUsers`, indexed by user name so 100,000 users cost the same as ten;
 //!   [`source::jwt`] verifies JWTs against the key set that [`source::jwks`] fetches, refreshes
-//!   and keeps through IdP outages.
+//!   and keeps through IdP outages; [`source::account`] is what the account sources share
+//!   (cache, coalescing, outages, per-name limit) and [`source::backend`] the contract their
+//!   backends (Jellyfin/Emby, Plex, OIDC password login) implement.
 //! - [`cache`] is the hot-path cache of account answers: lock-free reads, expiring entries.
 //! - [`policy`] decides: it has no HTTP or async types, so tests, benches and `explain` call it
 //!   directly. argon2 work and JWKS refetches are returned to the caller as steps to run
@@ -18,6 +22,8 @@
 //!   turns away a client that failed too often, before any work.
 //! - [`verifier`] runs those steps for the server: argon2 on a bounded blocking pool, refetches
 //!   on the runtime.
+//! - [`state`] is what lives as long as the process, apart from the policy a reload replaces:
+//!   the limiter, the argon2 pool, metrics.
 //! - [`reload`] holds the policy in use and swaps in a new one when the config file changes or
 //!   on SIGHUP; an invalid file changes nothing.
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs,
@@ -35,6 +41,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod decision;
 pub mod import;
 pub mod limiter;
 pub mod logging;
@@ -45,4 +52,5 @@ pub mod reload;
 pub mod request;
 pub mod server;
 pub mod source;
+pub mod state;
 pub mod verifier;

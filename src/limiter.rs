@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::cache::{FailureCounts, Reservation};
-use crate::policy::{Decision, DenyReason};
+use crate::decision::Decision;
 use crate::request::Request;
 
 /// `[server]`'s limits, checked.
@@ -181,15 +181,10 @@ impl Limiter {
     /// turn legitimate clients away once the config is fixed.
     pub fn is_failure(req: &Request, decision: &Decision, guessable: bool) -> bool {
         let failed = match decision {
-            Decision::Deny(DenyReason::NoMatch) => guessable,
-            Decision::Deny(DenyReason::Jwt(e)) => !matches!(
-                e,
-                crate::source::jwt::JwtError::KeysUnavailable
-                    | crate::source::jwt::JwtError::NotPermitted
-            ),
-            _ => false,
+            Decision::Deny(reason) => reason.is_failed_attempt(),
+            Decision::Allow { .. } => false,
         };
-        failed && req.has_credentials()
+        failed && guessable && req.has_credentials()
     }
 }
 

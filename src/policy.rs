@@ -8,140 +8,17 @@
 //! cache keyed by a keyed 128-bit SipHash of (user, name, password), never the plaintext, so a
 //! viewer's next request costs a lookup.
 
-use std::fmt;
 use std::sync::Arc;
 
 use crate::cache::{SecretHasher, TtlMap};
 use crate::config::{Config, ServerConfig};
 use crate::credential::{Argon2Hash, Credential};
+use crate::decision::{AccountDeny, JwtError};
+pub use crate::decision::{Decision, DenyReason, Source, UserRule};
 use crate::request::Request;
-use crate::source::account::{AccountDeny, AccountSource, Credentials, Lookup, OwnedCredentials};
-use crate::source::jwt::{Jwt, JwtError, JwtOutcome};
+use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
+use crate::source::jwt::{Jwt, JwtOutcome};
 use crate::source::users::{UserName, Users};
-
-/// Which source decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A `[[users]]` entry.
-    Users,
-    /// A JWT verified against the `[jwt]` key set.
-    Jwt,
-    Jellyfin,
-    Emby,
-    Plex,
-    /// A login exchanged at the `[oidc]` provider's token endpoint.
-    Oidc,
-    /// Nothing recognised the request.
-    None,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Users => "users",
-            Source::Jwt => "jwt",
-            Source::Jellyfin => "jellyfin",
-            Source::Emby => "emby",
-            Source::Plex => "plex",
-            Source::Oidc => "oidc",
-            Source::None => "none",
-        }
-    }
-}
-
-/// Why a request was denied. The text goes into MediaMTX's log, so it never holds a secret and
-/// never says whether a user name exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    /// No credentials, and no anonymous rule grants the request. MediaMTX then asks the client
-    /// for credentials.
-    NoCredentials,
-    /// Credentials were given, but no user with them is granted this action, path and IP.
-    NoMatch,
-    UnknownAction,
-    /// Too many argon2 verifications are already waiting.
-    Busy,
-    /// The request carried a JWT, and it was refused.
-    Jwt(JwtError),
-    /// An account source recognised the credentials but refused the request, or could not be
-    /// asked.
-    Account(Source, AccountDeny),
-    /// Too many failed attempts from this client address (or for this user name) recently:
-    /// denied without checking anything.
-    RateLimited,
-}
-
-impl DenyReason {
-    /// A short fixed name for metrics labels.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            DenyReason::NoCredentials => "no_credentials",
-            DenyReason::NoMatch => "no_match",
-            DenyReason::UnknownAction => "unknown_action",
-            DenyReason::Busy => "busy",
-            DenyReason::Jwt(_) => "jwt",
-            DenyReason::Account(_, AccountDeny::Unreachable) => "unreachable",
-            DenyReason::Account(_, AccountDeny::TooManyFailures) => "rate_limited",
-            DenyReason::Account(_, _) => "account",
-            DenyReason::RateLimited => "rate_limited",
-        }
-    }
-}
-
-impl fmt::Display for DenyReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DenyReason::NoCredentials => f.write_str("credentials required"),
-            DenyReason::NoMatch => {
-                f.write_str("no user matches these credentials for this action, path and ip")
-            }
-            DenyReason::UnknownAction => f.write_str("unknown action"),
-            DenyReason::Busy => f.write_str("busy: too many password verifications waiting"),
-            DenyReason::Jwt(e) => write!(f, "jwt: {e}"),
-            DenyReason::Account(source, AccountDeny::Unreachable) => {
-                write!(f, "{} unreachable", source.as_str())
-            }
-            DenyReason::Account(source, e) => write!(f, "{}: {e}", source.as_str()),
-            DenyReason::RateLimited => f.write_str("too many failed attempts; try again later"),
-        }
-    }
-}
-
-/// The outcome of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Allow {
-        /// The identity recognised: the user name as the client sent it (empty for an
-        /// anonymous client allowed by an `any` user).
-        user: String,
-        source: Source,
-        /// The deciding `[[users]]` entry, when a TOML user decided.
-        rule: Option<UserRule>,
-        /// Answered from a verification cache, without argon2 or a signature check.
-        cached: bool,
-    },
-    Deny(DenyReason),
-}
-
-impl Decision {
-    pub fn is_allow(&self) -> bool {
-        matches!(self, Decision::Allow { .. })
-    }
-
-    pub fn source(&self) -> Source {
-        match self {
-            Decision::Allow { source, .. } => *source,
-            Decision::Deny(_) => Source::None,
-        }
-    }
-}
-
-/// A `[[users]]` entry: its position in config order and its line in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserRule {
-    pub index: u32,
-    pub line: usize,
-}
 
 /// Where a decision stands.
 pub enum Step {

@@ -179,9 +179,20 @@ pub async fn watch_file(live: Arc<LivePolicy>, every: Duration, mut loaded: Stam
         if now != loaded && now.is_some() && seen.1.elapsed() >= SETTLE {
             loaded = now;
             tracing::info!(file = %path.display(), "config file changed");
-            let _ = live.reload();
+            reload_off_runtime(&live).await;
         }
     }
+}
+
+/// Runs a reload on a blocking thread. Reading a large file, compiling its regexes, building
+/// the user index and a decoy argon2 hash take from milliseconds to seconds; on the runtime's
+/// thread they would hold up everything else it runs (key refreshes, upstream probes, and in a
+/// single-threaded runtime the requests themselves). The new policy's background tasks are
+/// still spawned onto the runtime: a blocking thread carries the runtime's handle.
+async fn reload_off_runtime(live: &Arc<LivePolicy>) {
+    let live = Arc::clone(live);
+    // The outcome is logged and counted by `reload` itself.
+    let _ = tokio::task::spawn_blocking(move || live.reload()).await;
 }
 
 /// The file's inode, so that a file replaced by another of the same size and time is noticed.
@@ -205,6 +216,6 @@ pub async fn on_sighup(live: Arc<LivePolicy>) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let _ = live.reload();
+        reload_off_runtime(&live).await;
     }
 }

@@ -24,11 +24,11 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Serialize;
 
 use crate::body;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::{Request, RequestError};
-use crate::verifier::Verifier;
+use crate::state::Service;
 
 /// Largest body accepted on `/auth`. MediaMTX's requests are well under 1 KiB plus the path
 /// and query; anything bigger is not MediaMTX.
@@ -50,29 +50,6 @@ const FD_RESERVE: u64 = 128;
 
 /// actix's own default of connections per worker, kept as the ceiling.
 const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
-
-/// What every handler shares.
-pub struct AppState {
-    pub live: Arc<LivePolicy>,
-    pub verifier: Verifier,
-    /// One set per process: unlike the policy, it is not replaced by a reload.
-    pub metrics: Metrics,
-}
-
-impl AppState {
-    pub fn new(live: Arc<LivePolicy>) -> Self {
-        let policy = live.load();
-        let server = policy.server();
-        let verifier = Verifier::new(server.argon2_concurrency, server.argon2_queue)
-            .with_limits(server.limits.clone());
-        let metrics = Metrics::new(Arc::clone(&live));
-        AppState {
-            live,
-            verifier,
-            metrics,
-        }
-    }
-}
 
 /// Everything that makes `/auth` answer something other than a decision.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +118,7 @@ pub fn start_live(
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
     reload::spawn_background(&live.load());
-    let state = web::Data::new(AppState::new(live));
+    let state = web::Data::new(Service::new(live));
     // actix's own default, named so the connection limit can be divided among the workers.
     let workers = workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
@@ -232,10 +209,7 @@ pub fn raise_fd_limit() {
 #[cfg(not(unix))]
 pub fn raise_fd_limit() {}
 
-async fn auth(
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, HttpError> {
+async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpResponse, HttpError> {
     let started = Instant::now();
     let refused = |e: HttpError| {
         state.metrics.record_refused(e.status_code().as_u16());
@@ -307,7 +281,7 @@ fn log_decision(req: &Request, decision: &Decision, started: Instant) {
 }
 
 /// Prometheus scrapes this; see `crate::metrics` for what it holds.
-async fn scrape(state: web::Data<AppState>) -> HttpResponse {
+async fn scrape(state: web::Data<Service>) -> HttpResponse {
     match state.metrics.encode() {
         Ok(text) => HttpResponse::Ok()
             .content_type(metrics::CONTENT_TYPE)
@@ -325,7 +299,7 @@ async fn healthz() -> HttpResponse {
 /// Ready once the config is loaded (before the server accepts anything) and every remote
 /// source has loaded once: until then, 503 with what is missing. The body also says how old the
 /// JWT keys are and how many fetches failed, so an IdP outage is visible before keys go stale.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+async fn readyz(state: web::Data<Service>) -> HttpResponse {
     let mut waiting_for = Vec::new();
     let mut body = serde_json::json!({});
     let policy = state.live.load();

@@ -21,7 +21,6 @@
 //! The lookup (`AccountSource::lookup`) is synchronous and allocation-free, for the policy's hot
 //! path; the upstream call (`AccountSource::fetch`) is async and run by the verifier.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -32,108 +31,19 @@ use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
 use crate::cache::{FailureCounts, SecretHasher, TtlMap};
+pub use crate::decision::AccountDeny;
+use crate::decision::Source;
 use crate::permission::{self, Permission};
-use crate::policy::Source;
 use crate::request::Request;
+pub use crate::source::backend::{device_id, CheckError, Credentials, Identity, OwnedCredentials};
 use crate::source::jwks::KeyStore;
-use crate::source::jwt::looks_like_jwt;
 use crate::source::jwt::{Jwt, JwtConfig};
 use crate::source::mediabrowser::{Flavor, MediaBrowser};
 use crate::source::oidc::{OidcClient, OidcPassword};
 use crate::source::plex::Plex;
-use crate::source::upstream::{self, UpstreamError};
 
 /// How long a source is skipped after its upstream failed.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
-
-/// The credentials an account source can check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials<'r> {
-    /// A user name and a password.
-    Login { user: &'r str, password: &'r str },
-    /// An access token: the `token` field without a password, or a password without a user
-    /// name (`rtsp://:TOKEN@host/…`).
-    Token(&'r str),
-}
-
-impl<'r> Credentials<'r> {
-    /// MediaMTX copies the password into `token`, so a password makes this a login; a token
-    /// alone is a token. JWT-shaped tokens belong to the JWT source.
-    pub fn of(req: &'r Request) -> Option<Self> {
-        let (user, password, token) = (&*req.user, &*req.password, &*req.token);
-        let creds = match (user.is_empty(), password.is_empty()) {
-            (false, false) => Credentials::Login { user, password },
-            (true, false) => Credentials::Token(password),
-            (_, true) if !token.is_empty() => Credentials::Token(token),
-            _ => return None,
-        };
-        match creds {
-            Credentials::Token(t) if looks_like_jwt(t) => None,
-            c => Some(c),
-        }
-    }
-
-    pub fn to_owned(self) -> OwnedCredentials {
-        match self {
-            Credentials::Login { user, password } => OwnedCredentials::Login {
-                user: user.to_owned(),
-                password: password.to_owned(),
-            },
-            Credentials::Token(t) => OwnedCredentials::Token(t.to_owned()),
-        }
-    }
-}
-
-/// Credentials that can move into an upstream call.
-#[derive(Clone, PartialEq, Eq)]
-pub enum OwnedCredentials {
-    Login { user: String, password: String },
-    Token(String),
-}
-
-impl fmt::Debug for OwnedCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OwnedCredentials::Login { user, .. } => {
-                write!(f, "Login {{ user: {user:?}, password: <redacted> }}")
-            }
-            OwnedCredentials::Token(_) => f.write_str("Token(<redacted>)"),
-        }
-    }
-}
-
-/// What an upstream says about valid credentials.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The account's name as the upstream spells it; what we answer and log.
-    pub name: String,
-    /// Server administrator (Jellyfin/Emby) or server owner (Plex).
-    pub admin: bool,
-    /// False when the media server forbids this account remote access; honoured only with
-    /// `local_networks` (the media server sees our address, not the viewer's).
-    pub remote_access: bool,
-    /// Permissions the upstream decided itself (OIDC tokens); `None` means the config's.
-    pub permissions: Option<Vec<Permission>>,
-    /// When the upstream's grant ends (an OIDC token's `exp`), if before `cache_ttl`.
-    pub valid_for: Option<Duration>,
-}
-
-/// Why an upstream did not vouch for credentials.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CheckError {
-    /// Wrong credentials, a disabled account, or no access to the server: a real "no".
-    #[error("rejected: {0}")]
-    Rejected(&'static str),
-    /// The upstream could not answer (down, slow, 5xx, garbage): never read as a "no".
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-}
-
-impl From<UpstreamError> for CheckError {
-    fn from(e: UpstreamError) -> Self {
-        CheckError::Unreachable(e.to_string())
-    }
-}
 
 /// A checked account, as cached.
 #[derive(Debug)]
@@ -695,79 +605,4 @@ impl AccountSource {
 
 fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
-}
-
-/// Why an account source denied a request it recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AccountDeny {
-    #[error("account not permitted this action and path")]
-    NotPermitted,
-    #[error("account has no remote access and the client is not on a local network")]
-    RemoteAccess,
-    #[error("too many failed logins for this user; try again later")]
-    TooManyFailures,
-    #[error("unreachable")]
-    Unreachable,
-}
-
-/// The stable identifier we present to an upstream for one account (Jellyfin's `DeviceId`,
-/// Plex's client identifier): ours alone, the same across restarts, and not the name itself.
-pub fn device_id(scope: &str, user: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"mtx-auth upstream device id\0")
-        .chain_update(scope.as_bytes())
-        .chain_update([0])
-        .chain_update(user.to_lowercase().as_bytes())
-        .finalize();
-    format!("mtx-auth-{}", upstream::hex(&digest[..16]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::permission::Action;
-
-    #[test]
-    fn credentials_from_mediamtx_fields() {
-        let mut req = Request::new(Action::Read, "cam", "10.0.0.1", "alice", "pw");
-        req.token = "pw".into();
-        assert_eq!(
-            Credentials::of(&req),
-            Some(Credentials::Login {
-                user: "alice",
-                password: "pw"
-            })
-        );
-        let req = Request::new(Action::Read, "cam", "10.0.0.1", "", "tok");
-        assert_eq!(Credentials::of(&req), Some(Credentials::Token("tok")));
-        let mut req = Request::new(Action::Read, "cam", "10.0.0.1", "", "");
-        req.token = "tok".into();
-        assert_eq!(Credentials::of(&req), Some(Credentials::Token("tok")));
-        req.token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln".into();
-        assert_eq!(Credentials::of(&req), None);
-        let req = Request::new(Action::Read, "cam", "10.0.0.1", "alice", "");
-        assert_eq!(Credentials::of(&req), None);
-    }
-
-    #[test]
-    fn device_id_is_stable_per_user_and_hides_the_name() {
-        let a = device_id("http://jf:8096", "Alice");
-        assert_eq!(a, device_id("http://jf:8096", "alice"));
-        assert_ne!(a, device_id("http://jf:8096", "bob"));
-        assert_ne!(a, device_id("http://other:8096", "alice"));
-        assert!(!a.contains("alice"));
-        assert_eq!(a.len(), "mtx-auth-".len() + 32);
-    }
-
-    #[test]
-    fn debug_never_shows_secrets() {
-        let c = Credentials::Login {
-            user: "alice",
-            password: "hunter2",
-        }
-        .to_owned();
-        assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", OwnedCredentials::Token("tok123".into())).contains("tok123"));
-    }
 }

@@ -63,44 +63,7 @@ pub struct RoleMapping {
     pub permissions: Vec<Permission>,
 }
 
-/// Why a token was refused. The text goes to MediaMTX's log and ours: never the token itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum JwtError {
-    #[error("token larger than 16 KiB")]
-    TooLarge,
-    #[error("malformed token")]
-    Malformed,
-    #[error("token algorithm not allowed (asymmetric algorithms only)")]
-    Algorithm,
-    #[error("token signed with an unknown key id")]
-    UnknownKey,
-    #[error("token signature invalid")]
-    Signature,
-    #[error("token expired")]
-    Expired,
-    #[error("token not yet valid")]
-    NotYetValid,
-    #[error("token issued in the future")]
-    IssuedInFuture,
-    #[error("token header has crit: no extension is understood")]
-    CriticalExtension,
-    #[error("token has no exp")]
-    NoExpiry,
-    #[error("token issuer does not match")]
-    Issuer,
-    #[error("token audience does not match")]
-    Audience,
-    #[error("token has no identity claim")]
-    NoIdentity,
-    #[error("token permissions claim is malformed")]
-    BadPermissions,
-    #[error("token grants no permissions")]
-    NoPermissions,
-    #[error("token does not permit this action and path")]
-    NotPermitted,
-    #[error("jwt key set unavailable")]
-    KeysUnavailable,
-}
+pub use crate::decision::JwtError;
 
 /// What this source says about a request.
 #[derive(Debug, PartialEq, Eq)]

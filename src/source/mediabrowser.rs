@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 
-use crate::source::account::{device_id, CheckError, Identity, OwnedCredentials};
+use crate::source::backend::{device_id, CheckError, Identity, OwnedCredentials};
 use crate::source::upstream::{self, UpstreamError};
 
 /// Which of the two servers.

@@ -5,6 +5,7 @@
 //! appear in the config.
 
 pub mod account;
+pub mod backend;
 pub mod jwks;
 pub mod jwt;
 pub mod mediabrowser;

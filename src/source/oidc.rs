@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::source::account::{CheckError, Identity, OwnedCredentials};
+use crate::source::backend::{CheckError, Identity, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtError};
 use crate::source::upstream::{self, UpstreamError};
 

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::source::account::{device_id, CheckError, Identity, OwnedCredentials};
+use crate::source::backend::{device_id, CheckError, Identity, OwnedCredentials};
 use crate::source::upstream::{self, UpstreamError};
 
 pub const DEFAULT_API_URL: &str = "https://plex.tv";
