@@ -20,7 +20,8 @@
 //!
 //! Cost per decision: the decision counter's handle is looked up once per label combination and
 //! kept (`OnceLock`), so recording is an atomic increment, plus one for a denial's reason and one
-//! for a verification cache, plus the histogram's short uncontended lock.
+//! for a verification cache, plus two for the latency histogram (`LatencyHistogram`): no lock
+//! anywhere.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,11 +29,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -118,11 +120,56 @@ pub struct Metrics {
     decision_handles: Box<[OnceLock<Counter>]>,
     denials: Family<ReasonLabels, Counter>,
     denial_handles: [OnceLock<Counter>; DENY_KINDS.len()],
-    latency: Histogram,
+    latency: LatencyHistogram,
     bad_request: Counter,
     timed_out: Counter,
     too_large: Counter,
     verification: Arc<VerificationCaches>,
+}
+
+/// The decision latency histogram, without a lock: an atomic counter per bucket and the sum in
+/// nanoseconds. prometheus-client's `Histogram` takes a process-wide mutex on every `observe`,
+/// which every decision on every worker would contend for. A scrape reads the counters one by
+/// one; the count is their total, so `_count` and the buckets always agree.
+/// Clones share the counters: one is registered, one records.
+#[derive(Debug, Default, Clone)]
+struct LatencyHistogram(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative), the last one for above the highest bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, elapsed: Duration) {
+        let counts = &self.0;
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// Hits and misses of the caches that live inside a `Policy` and are rebuilt by every reload,
@@ -154,7 +201,7 @@ impl Metrics {
             "Denied decisions by reason (rate_limited: too many failed attempts)",
             denials.clone(),
         );
-        let latency = Histogram::new(LATENCY_BUCKETS);
+        let latency = LatencyHistogram::default();
         registry.register_with_unit(
             "decision_duration",
             "Time from receiving an /auth request to its decision, argon2 and upstream calls \
@@ -220,7 +267,7 @@ impl Metrics {
                 self.decisions.get_or_create(&labels).clone()
             })
             .inc();
-        self.latency.observe(elapsed.as_secs_f64());
+        self.latency.observe(elapsed);
         let caches = &self.verification;
         match decision {
             Decision::Deny(reason) => self.count_denial(reason.kind()),

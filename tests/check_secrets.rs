@@ -44,12 +44,12 @@ fn absent_secrets_are_warnings_for_check_and_errors_with_strict_and_for_serve() 
     for (path, pos, what) in [
         (
             &env,
-            "4:19",
+            "4:21",
             "client_secret_env: environment variable \"MTX_AUTH_CHECK_ABSENT_SECRET\" is not set",
         ),
         (
             &file,
-            "4:20",
+            "4:22",
             "client_secret_file: cannot read \"/nonexistent/mtx-auth/secret\"",
         ),
     ] {
