@@ -8,7 +8,8 @@
 
 #![recursion_limit = "256"]
 
-#[path = "../tests/support/media.rs"]
+#[allow(dead_code)] // the tests' fixtures; this bench uses a few of them
+#[path = "../tests/it/support/media.rs"]
 mod media;
 
 use std::sync::Arc;

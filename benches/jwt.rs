@@ -2,7 +2,8 @@
 //! repeated one answered from the verified-token cache, next to a plain TOML-user decision for
 //! the ratio the issue targets (cached JWT ≤ 1.5 × plain user).
 
-#[path = "../tests/support/idp.rs"]
+#[allow(dead_code)] // the tests' fixtures; this bench uses a few of them
+#[path = "../tests/it/support/idp.rs"]
 mod idp;
 
 use std::time::Instant;

@@ -1,10 +1,11 @@
-//! Runs the fake Jellyfin of the tests (tests/support/media.rs) on a loopback port, with one
+//! Runs the fake Jellyfin of the tests (tests/it/support/media.rs) on a loopback port, with one
 //! account `alice` / `alice-pw`, and prints its URL; serves until killed. Used by
 //! `scripts/load.sh` for its account scenario; not part of the service.
 
 #![recursion_limit = "256"]
 
-#[path = "../tests/support/media.rs"]
+#[allow(dead_code)] // the tests' fixtures; this uses one of them
+#[path = "../tests/it/support/media.rs"]
 mod media;
 
 use std::io::Write;

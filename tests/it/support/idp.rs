@@ -4,16 +4,7 @@
 //! Keycloak-like token endpoint for the password grant, whose behaviour a test can change while it
 //! runs.
 //!
-//! Include it from a test file with
-//!
-//! ```ignore
-//! #[path = "support/idp.rs"]
-//! mod idp;
-//! ```
-//!
-//! so it is compiled into that test binary rather than becoming one of its own.
-
-#![allow(dead_code)] // each test file uses a different part of this module
+//! `crate::support::idp` in the tests; `benches/jwt.rs` includes the file with `#[path]`.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -639,13 +630,6 @@ impl FakeIdp {
             addr,
             handle: Mutex::new(Some(handle)),
         }
-    }
-
-    /// Starts a fake IdP with `issuer` instead of the default.
-    pub fn start_with_issuer(keys: Vec<Value>, issuer: &str) -> FakeIdp {
-        let idp = FakeIdp::start(keys);
-        idp.set_issuer(issuer);
-        idp
     }
 
     /// Starts a fake IdP publishing `key.jwk()` whose token endpoint signs with `key`.

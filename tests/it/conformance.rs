@@ -1,18 +1,18 @@
 //! MediaMTX's own test rows (shared/conformance/internal-users.json, copied into tests/data),
 //! replayed through HTTP against a running server.
 
-mod common;
-
 use serde_json::Value;
+
+use crate::support;
 
 #[actix_web::test]
 async fn mediamtx_internal_user_cases() {
     let data: Value =
-        serde_json::from_str(include_str!("data/internal-users.json")).expect("valid JSON");
+        serde_json::from_str(include_str!("../data/internal-users.json")).expect("valid JSON");
     let mut failures = Vec::new();
     let mut count = 0;
     for suite in data["suites"].as_array().unwrap() {
-        let app = common::spawn(suite["config"].as_str().unwrap());
+        let app = support::spawn(suite["config"].as_str().unwrap());
         for case in suite["cases"].as_array().unwrap() {
             count += 1;
             let (status, body) = app.auth(&case["request"]).await;

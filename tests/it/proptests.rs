@@ -4,9 +4,6 @@
 //! where the right answer is simple to state, the answer itself is checked against a small model
 //! written here, independently of the code under test.
 
-#[path = "support/idp.rs"]
-mod idp;
-
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, TcpListener};
@@ -16,7 +13,6 @@ use std::time::Instant;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use idp::{KeyKind, TestKey};
 use ipnet::IpNet;
 use mtx_auth::config::{Config, ConfigError};
 use mtx_auth::credential::hash_sha256;
@@ -29,7 +25,9 @@ use proptest::prelude::*;
 use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 
-const SHIPPED: &str = include_str!("../config/mtx-auth.toml");
+use crate::support::idp::{self, KeyKind, TestKey};
+
+const SHIPPED: &str = include_str!("../../config/mtx-auth.toml");
 
 /// The request's known fields, as MediaMTX names them.
 const FIELDS: [&str; 9] = [

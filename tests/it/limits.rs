@@ -1,17 +1,9 @@
 //! Brute-force limits through HTTP: a client address (or user name) that failed too often is
 //! turned away before anything is checked, while everyone else carries on.
 
-#![recursion_limit = "256"] // the fake servers' JSON literals are large
-
-mod common;
-#[path = "support/idp.rs"]
-mod idp;
-#[path = "support/media.rs"]
-mod media;
-
-use common::{mtx_request, spawn};
-use idp::{FakeIdp, KeyKind, TestKey};
-use media::{FakeMediaServer, Flavor, UserSpec};
+use crate::support::idp::{self, FakeIdp, KeyKind, TestKey};
+use crate::support::media::{self, FakeMediaServer, Flavor, UserSpec};
+use crate::support::{self, mtx_request, spawn};
 
 const USERS: &str = "[[users]]\nuser = \"alice\"\npass = \"right\"\npermissions = [{ action = \"read\" }]\n\n\
                      [[users]]\nuser = \"any\"\npermissions = [{ action = \"read\", path = \"public\" }]\n";
@@ -103,17 +95,17 @@ async fn a_limited_address_never_reaches_the_media_server() {
 // ---- Races and bypasses found by an attacker's test (issue 15), through the real binary ----
 
 /// POSTs `body` to the binary's /auth from its own task; returns the status and the reason.
-async fn post(app: &common::TestApp, body: serde_json::Value) -> (u16, String) {
+async fn post(app: &support::TestApp, body: serde_json::Value) -> (u16, String) {
     let (status, reply) = app.auth(&body).await;
     (status, reply["error"].as_str().unwrap_or("").to_owned())
 }
 
 /// Sends every body at once (one task each) and returns the answers.
-async fn all_at_once(app: &common::TestApp, bodies: Vec<serde_json::Value>) -> Vec<(u16, String)> {
+async fn all_at_once(app: &support::TestApp, bodies: Vec<serde_json::Value>) -> Vec<(u16, String)> {
     let tasks: Vec<_> = bodies
         .into_iter()
         .map(|body| {
-            let app = common::TestApp {
+            let app = support::TestApp {
                 base: app.base.clone(),
                 client: app.client.clone(),
             };
@@ -135,14 +127,14 @@ async fn concurrent_guesses_never_lock_the_media_server_account() {
     // for alice at once, from six addresses, while Jellyfin takes its time to answer: before,
     // all six reached Jellyfin (the count was read before the call and written after it).
     let jf = FakeMediaServer::start(Flavor::Jellyfin, vec![UserSpec::new("alice", "right")]);
-    let path = common::temp_config(
+    let path = support::temp_config(
         "jf.toml",
         &format!(
             "[jellyfin]\nurl = \"{}\"\npermissions = [{{ action = \"read\" }}]\n",
             jf.url()
         ),
     );
-    let server = common::Binary::start(&path);
+    let server = support::Binary::start(&path);
     let app = server.app();
     app.wait_ready().await;
     jf.set_mode(media::Mode::Slow(std::time::Duration::from_millis(400)));
@@ -182,14 +174,14 @@ async fn tokens_in_the_query_are_limited_like_tokens_in_the_token_field() {
     let key = TestKey::generate(KeyKind::Ec, "k1");
     let forger = TestKey::generate(KeyKind::Ec, "k1");
     let idp = FakeIdp::start(vec![key.jwk()]);
-    let path = common::temp_config(
+    let path = support::temp_config(
         "jwt.toml",
         &format!(
             "[server]\nmax_failures_per_ip = 5\n\n[jwt]\njwks_url = \"{}\"\n",
             idp.jwks_url()
         ),
     );
-    let server = common::Binary::start(&path);
+    let server = support::Binary::start(&path);
     let app = server.app();
     app.wait_ready().await;
     for (param, ip) in [("jwt", "203.0.113.20"), ("token", "203.0.113.21")] {
@@ -234,13 +226,13 @@ async fn concurrent_guesses_from_one_address_get_exactly_the_limit() {
     // One argon2 user, so wrong names pay a decoy verification too: 100 wrong passwords at
     // once from one address. Before, 72–79 of them were evaluated against a limit of 20.
     let hash = mtx_auth::credential::hash_argon2("right-password");
-    let path = common::temp_config(
+    let path = support::temp_config(
         "argon2.toml",
         &format!(
             "[server]\nargon2_queue = 200\n\n[[users]]\nuser = \"alice\"\npass = \"{hash}\"\npermissions = [{{ action = \"read\" }}]\n"
         ),
     );
-    let server = common::Binary::start(&path);
+    let server = support::Binary::start(&path);
     let app = server.app();
     let guesses = (0..100)
         .map(|i| {
@@ -271,11 +263,11 @@ async fn concurrent_guesses_from_one_address_get_exactly_the_limit() {
 
 #[actix_web::test]
 async fn an_unparsable_address_does_not_switch_the_limit_off() {
-    let path = common::temp_config(
+    let path = support::temp_config(
         "ip.toml",
         &format!("[server]\nmax_failures_per_ip = 3\n\n{USERS}"),
     );
-    let server = common::Binary::start(&path);
+    let server = support::Binary::start(&path);
     let app = server.app();
     let mut answers = Vec::new();
     for (i, ip) in ["", "010.1.2.3", "not-an-ip", "", "1.2.3.4.5", "::ffff:zz"]
@@ -303,7 +295,7 @@ async fn a_toml_name_shadows_every_case_variant_at_the_media_server() {
         ],
     );
     jf.set_lockout(None);
-    let path = common::temp_config(
+    let path = support::temp_config(
         "shadow.toml",
         &format!(
             "[[users]]\nuser = \"admin\"\npass = \"toml-pw\"\npermissions = [{{ action = \"read\", path = \"toml\" }}]\n\n\
@@ -311,7 +303,7 @@ async fn a_toml_name_shadows_every_case_variant_at_the_media_server() {
             jf.url()
         ),
     );
-    let server = common::Binary::start(&path);
+    let server = support::Binary::start(&path);
     let app = server.app();
     app.wait_ready().await;
     jf.reset_hits();

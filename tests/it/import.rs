@@ -3,18 +3,13 @@
 //! must be MediaMTX's: its own test rows (tests/data/internal-users.json) for the files that
 //! carry those suites, and tables written from MediaMTX's rules for the others.
 
-mod common;
-#[path = "support/idp.rs"]
-mod idp;
-#[path = "support/tls.rs"]
-mod tls;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{mtx_request, spawn, TestApp};
 use serde_json::{json, Value};
-use tls::TlsFront;
+
+use crate::support::tls::TlsFront;
+use crate::support::{bin, idp, mtx_request as req, spawn, TestApp};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,7 +18,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn run_import(path: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+    bin()
         .arg("import-mediamtx")
         .arg(path)
         .args(extra)
@@ -37,10 +32,10 @@ fn import(path: &Path) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "import failed: {stderr}");
     let toml = String::from_utf8(out.stdout).expect("UTF-8 output");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let file = dir.path().join("imported.toml");
     std::fs::write(&file, &toml).unwrap();
-    let check = Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+    let check = bin()
         .args(["check", "--config"])
         .arg(&file)
         .output()
@@ -69,14 +64,10 @@ async fn replay(app: &TestApp, rows: &[(&str, Value, bool)]) {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-fn req(action: &str, path: &str, ip: &str, user: &str, pass: &str) -> Value {
-    mtx_request(action, path, ip, user, pass)
-}
-
 #[actix_web::test]
 async fn conformance_suites_give_mediamtx_decisions_after_import() {
     let data: Value =
-        serde_json::from_str(include_str!("data/internal-users.json")).expect("valid JSON");
+        serde_json::from_str(include_str!("../data/internal-users.json")).expect("valid JSON");
     let files: &[(&str, &[&str])] = &[
         ("TestAuthInternal/plain", &["plain.yml"]),
         ("TestAuthInternal/sha256", &["sha256.yml"]),
@@ -317,7 +308,7 @@ async fn jwt_method_imports_key_set_claim_key_fingerprint_and_exclusions() {
             .unwrap()
             .replace("JWKS_URL", &url)
             .replace("FINGERPRINT", &fingerprint);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let yml = dir.path().join("mediamtx.yml");
         std::fs::write(&yml, text).unwrap();
         let toml = import(&yml);
@@ -374,7 +365,7 @@ async fn jwt_decisions_are_mediamtx_s(key: &idp::TestKey, app: &TestApp) {
 }
 
 fn stderr_of(yaml: &str, extra: &[&str]) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let file = dir.path().join("mediamtx.yml");
     std::fs::write(&file, yaml).unwrap();
     let out = run_import(&file, extra);

@@ -8,14 +8,12 @@
 //! Bounds are generous (tens of seconds for limits of a few): the tests ask that connections
 //! end, not how fast.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{temp_config, Binary};
+use crate::support::{temp_config, Binary};
 
 const CONFIG: &str = r#"
 [[users]]

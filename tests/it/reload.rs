@@ -2,18 +2,14 @@
 //! changes nothing, cached verifications don't outlive the config that made them, and reloading
 //! under load loses no request and makes no wrong decision.
 
-mod common;
-#[path = "support/idp.rs"]
-mod idp;
-
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{mtx_request, spawn_live};
-use idp::{FakeIdp, KeyKind, TestKey};
 use serde_json::json;
+
+use crate::support::idp::{self, FakeIdp, KeyKind, TestKey};
+use crate::support::{mtx_request, spawn_live, temp_config, Binary};
 
 /// `testpass`, argon2i.
 const ARGON2_TESTPASS: &str =
@@ -21,14 +17,6 @@ const ARGON2_TESTPASS: &str =
 /// `testuser`, argon2id: a hash of a different password, for `bob` after the change.
 const ARGON2_OTHER: &str =
     "argon2:$argon2id$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$Ux/LWeTgJQPyfMMJo1myR64+o8rALHoPmlE1i/TR+58";
-
-fn config_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mtx-auth-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn user(name: &str, pass: &str) -> String {
     format!("[[users]]\nuser = \"{name}\"\npass = \"{pass}\"\npermissions = [{{ action = \"read\" }}]\n\n")
@@ -40,7 +28,7 @@ fn read(u: &str, p: &str) -> serde_json::Value {
 
 #[actix_web::test]
 async fn changed_and_removed_users_are_denied_on_the_next_request() {
-    let path = config_file(
+    let path = temp_config(
         "change.toml",
         &(user("alice", "one") + &user("bob", ARGON2_TESTPASS)),
     );
@@ -70,7 +58,7 @@ async fn changed_and_removed_users_are_denied_on_the_next_request() {
 
 #[actix_web::test]
 async fn an_invalid_config_changes_nothing() {
-    let path = config_file("invalid.toml", &user("alice", "one"));
+    let path = temp_config("invalid.toml", &user("alice", "one"));
     let (app, live) = spawn_live(&path);
     std::fs::write(
         &path,
@@ -111,7 +99,7 @@ async fn reloading_under_load_loses_nothing_and_keeps_jwt_keys() {
     let server = "[server]\nmax_failures_per_ip = 0\n\n";
     let a = server.to_owned() + &user("alice", "pw") + &user("filler", "x") + &jwt;
     let b = server.to_owned() + &user("other", "y") + &user("alice", "pw") + &jwt;
-    let path = config_file("storm.toml", &a);
+    let path = temp_config("storm.toml", &a);
     let (app, live) = spawn_live(&path);
     app.wait_ready().await;
 
@@ -171,8 +159,8 @@ const ALICE_LOCAL: &str = "[[users]]\nuser = \"alice\"\npass = \"pw\"\nips = [\"
 
 #[actix_web::test]
 async fn a_truncated_file_is_not_loaded() {
-    let path = common::temp_config("truncated.toml", ALICE_LOCAL);
-    let server = common::Binary::start(&path);
+    let path = temp_config("truncated.toml", ALICE_LOCAL);
+    let server = Binary::start(&path);
     let app = server.app();
     assert_eq!(app.status(&read("alice", "pw")).await, 200);
     // `>` or an editor's first step: the file is empty for a while.
@@ -207,8 +195,8 @@ async fn a_truncated_file_is_not_loaded() {
 
 #[actix_web::test]
 async fn a_file_written_in_steps_is_loaded_once_it_settles() {
-    let path = common::temp_config("steps.toml", ALICE_LOCAL);
-    let server = common::Binary::start(&path);
+    let path = temp_config("steps.toml", ALICE_LOCAL);
+    let server = Binary::start(&path);
     let app = server.app();
     assert_eq!(app.status(&read("alice", "pw")).await, 200);
     // Before mtx-auth took the file's stamp before reading it, a change made in the first
@@ -276,8 +264,8 @@ async fn denials_by_a_config_that_grants_nothing_are_not_counted_against_clients
     // The service starts on a config that grants nothing (as after a bad deploy): every request
     // is denied. Those denials are the operator's, not failed guesses: once the config is fixed,
     // the clients that kept trying are let in at once, not turned away as brute-forcers.
-    let path = common::temp_config("nothing.toml", "[server]\nmax_failures_per_ip = 3\n");
-    let server = common::Binary::start(&path);
+    let path = temp_config("nothing.toml", "[server]\nmax_failures_per_ip = 3\n");
+    let server = Binary::start(&path);
     assert!(
         server.logs().contains("grants nothing"),
         "{}",

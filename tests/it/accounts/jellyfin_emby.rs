@@ -1,17 +1,13 @@
 //! Jellyfin and Emby accounts through HTTP, against fake servers on loopback that answer like
-//! the real ones (tests/support/media.rs): logins, tokens, administrators, overrides, caching,
+//! the real ones (support/media.rs): logins, tokens, administrators, overrides, caching,
 //! coalescing, outages and the failure limit that protects household accounts from lockout.
-#![recursion_limit = "256"] // the fake servers' user objects are large json! literals
-
-mod common;
-#[path = "support/media.rs"]
-mod media;
 
 use std::time::Duration;
 
-use common::{mtx_request, spawn, TestApp};
-use media::{FakeMediaServer, Flavor, Mode, UserSpec};
 use serde_json::{json, Value};
+
+use crate::support::media::{self, FakeMediaServer, Flavor, Mode, UserSpec};
+use crate::support::{error_of, mtx_request, spawn, TestApp};
 
 /// A server with one `[jellyfin]` (or `[emby]`) section pointing at `fake`, plus `extra` lines
 /// inside that section, plus `after` (further sections).
@@ -49,12 +45,6 @@ fn publish(path: &str, user: &str, pass: &str) -> Value {
 /// A request carrying only a token, as MediaMTX sends `Authorization: Bearer <token>`.
 fn with_token(token: &str) -> Value {
     json!({"ip":"10.0.0.1","user":"","password":"","token":token,"action":"read","path":"cam","protocol":"hls","id":null,"query":""})
-}
-
-async fn error_of(app: &TestApp, body: &Value) -> String {
-    let (s, b) = app.auth(body).await;
-    assert_eq!(s, 401, "expected a deny, got {s} {b}");
-    b["error"].as_str().unwrap().to_owned()
 }
 
 #[actix_web::test]

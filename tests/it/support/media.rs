@@ -3,19 +3,11 @@
 //! field names and their casing, content types), and whose behaviour a test can change while it
 //! runs.
 //!
-//! Include it from a test file with
-//!
-//! ```ignore
-//! #[path = "support/media.rs"]
-//! mod media;
-//! ```
-//!
-//! so it is compiled into that test binary rather than becoming one of its own.
+//! `crate::support::media` in the tests; `benches/accounts.rs` and `examples/media_fixture.rs`
+//! include the file with `#[path]`.
 //!
 //! Start the fakes from an actix runtime (`#[actix_web::test]`), like `FakeIdp`. Dropping one
 //! stops its server.
-
-#![allow(dead_code)] // each test file uses a different part of this module
 
 // ---------------------------------------------------------------------------------------------
 // What the fakes are modelled on
@@ -482,18 +474,6 @@ impl UserSpec {
     /// says the caller is remote, as Jellyfin judges the address that calls it).
     pub fn no_remote_access(mut self) -> UserSpec {
         self.remote_access = false;
-        self
-    }
-
-    /// `Policy.EnableMediaPlayback = false`.
-    pub fn no_media_playback(mut self) -> UserSpec {
-        self.media_playback = false;
-        self
-    }
-
-    /// `Policy.EnableLiveTvAccess = false`.
-    pub fn no_live_tv(mut self) -> UserSpec {
-        self.live_tv = false;
         self
     }
 }

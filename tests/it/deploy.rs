@@ -8,6 +8,8 @@ use std::path::Path;
 use mtx_auth::config::Config;
 use serde_json::Value;
 
+use crate::support::{self, bin};
+
 fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
         .unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -19,7 +21,7 @@ fn yaml(rel: &str) -> Value {
 
 fn config(rel: &str) -> Config {
     // deploy/kubernetes/mtx-auth.toml reads its OIDC secret from the environment, as in the pod.
-    std::env::set_var("MTX_AUTH_OIDC_CLIENT_SECRET", "test-value");
+    support::test_env();
     Config::parse(&read(rel), rel).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -87,10 +89,7 @@ fn dockerfile_is_multi_stage_non_root_with_a_health_check_the_binary_has() {
     assert!(dockerfile.contains(r#"CMD ["/usr/local/bin/mtx-auth", "healthcheck"]"#));
     assert!(dockerfile.contains("COPY config/mtx-auth.toml /etc/mtx-auth/mtx-auth.toml"));
     // The subcommand exists (and so does its default URL's port, the image's).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
-        .args(["healthcheck", "--help"])
-        .output()
-        .unwrap();
+    let out = bin().args(["healthcheck", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && help.contains("http://127.0.0.1:9000/healthz"),

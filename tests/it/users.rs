@@ -1,8 +1,6 @@
 //! The TOML users source through HTTP: every rule of MediaMTX's authInternalUsers.
 
-mod common;
-
-use common::{mtx_request as req, spawn};
+use crate::support::{mtx_request as req, spawn};
 
 const ARGON2ID_USER: &str =
     "argon2:$argon2id$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$Ux/LWeTgJQPyfMMJo1myR64+o8rALHoPmlE1i/TR+58";

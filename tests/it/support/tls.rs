@@ -2,15 +2,6 @@
 //! generated self-signed certificate, that passes each decrypted connection on to a backend
 //! address. It stands for a key server whose operator made their own certificate, the case
 //! MediaMTX's `authJWTJWKSFingerprint` (our `jwks_fingerprint`) exists for.
-//!
-//! Include it from a test file with
-//!
-//! ```ignore
-//! #[path = "support/tls.rs"]
-//! mod tls;
-//! ```
-
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,11 +1,10 @@
 //! The HTTP contract: bodies from every MediaMTX version, 400/413 with JSON reasons, health.
 
-mod common;
-
-use common::spawn;
 use serde_json::json;
 
-const DEFAULTS: &str = include_str!("../config/mtx-auth.toml");
+use crate::support::{mtx_request, spawn};
+
+const DEFAULTS: &str = include_str!("../../config/mtx-auth.toml");
 
 #[actix_web::test]
 async fn bodies_of_every_mediamtx_version_are_accepted() {
@@ -90,7 +89,7 @@ async fn bodies_over_64_kib_get_413() {
 #[actix_web::test]
 async fn shipped_config_gives_mediamtx_defaults() {
     let app = spawn(DEFAULTS);
-    let r = |action: &str, ip: &str| common::mtx_request(action, "cam", ip, "", "");
+    let r = |action: &str, ip: &str| mtx_request(action, "cam", ip, "", "");
     for action in ["publish", "read", "playback"] {
         assert_eq!(app.status(&r(action, "203.0.113.9")).await, 200, "{action}");
     }

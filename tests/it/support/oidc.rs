@@ -2,17 +2,8 @@
 //! `tests/oidc/provider.mjs` as a child process on a random loopback port. See that file for what
 //! it is configured with.
 //!
-//! Include it from a test file with
-//!
-//! ```ignore
-//! #[path = "support/oidc.rs"]
-//! mod oidc;
-//! ```
-//!
 //! Needs `node` (>= 20.19) and, the first time, `npm` and the npm registry: `start` runs
 //! `npm ci` in tests/oidc when tests/oidc/node_modules is missing.
-
-#![allow(dead_code)] // each test file uses a different part of this module
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -114,11 +105,6 @@ impl OidcProvider {
         Self::start_with(OidcOptions::default())
     }
 
-    /// As [`OidcProvider::start`], but an error instead of a panic.
-    pub fn try_start() -> Result<OidcProvider, String> {
-        Self::try_start_with(OidcOptions::default())
-    }
-
     pub fn start_with(options: OidcOptions) -> OidcProvider {
         Self::try_start_with(options).unwrap_or_else(|e| panic!("OIDC provider: {e}"))
     }
@@ -169,10 +155,6 @@ impl OidcProvider {
                 ))
             }
         }
-    }
-
-    pub fn issuer(&self) -> &str {
-        &self.issuer
     }
 
     /// `<issuer>/.well-known/openid-configuration`.

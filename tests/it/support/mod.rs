@@ -1,8 +1,15 @@
-//! Test helpers: the real server on a random loopback port, and a client for it.
+//! Test helpers: the real server on a random loopback port (in this process, or the binary as a
+//! child process), a client for it, temp configs; and the fakes of the services mtx-auth talks
+//! to, one module each.
 
-#![allow(dead_code)] // each test file uses a different part of this module
+pub mod idp;
+pub mod media;
+pub mod oidc;
+pub mod tls;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::process::Command;
 
 use mtx_auth::config::Config;
 use mtx_auth::policy::Policy;
@@ -108,6 +115,13 @@ impl TestApp {
     }
 }
 
+/// POSTs `body`, asserts a 401 and returns its `error` text.
+pub async fn error_of(app: &TestApp, body: &Value) -> String {
+    let (s, b) = app.auth(body).await;
+    assert_eq!(s, 401, "expected a deny, got {s} {b}");
+    b["error"].as_str().unwrap().to_owned()
+}
+
 /// A MediaMTX request body as MediaMTX v1.20 sends it (every field present, token = password).
 pub fn mtx_request(action: &str, path: &str, ip: &str, user: &str, pass: &str) -> Value {
     serde_json::json!({
@@ -124,6 +138,11 @@ pub fn mtx_request(action: &str, path: &str, ip: &str, user: &str, pass: &str) -
     })
 }
 
+/// The `mtx-auth` binary Cargo built for these tests, as a command to add arguments to.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+}
+
 /// `mtx-auth serve` as a child process on a free loopback port: the real binary, its file
 /// watcher, signal handling and log output. Its stderr is collected continuously into `logs`
 /// (so a chatty server never blocks on a full pipe); the process is killed on drop.
@@ -132,6 +151,8 @@ pub struct Binary {
     pub addr: String,
     pub base: String,
     logs: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread that collects stderr; it ends when the process has exited.
+    collector: Option<std::thread::JoinHandle<()>>,
     pub client: reqwest::Client,
 }
 
@@ -146,9 +167,9 @@ impl Binary {
     pub fn start_with(
         path: &std::path::Path,
         env: &[(&str, &str)],
-        adjust: impl FnOnce(&mut std::process::Command),
+        adjust: impl FnOnce(&mut Command),
     ) -> Binary {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mtx-auth"));
+        let mut cmd = bin();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(path)
             .env("RUST_LOG", "info");
@@ -161,8 +182,7 @@ impl Binary {
 
     /// Runs `cmd` (which must end up running `mtx-auth serve` on port 0) and waits for its
     /// "listening on" line.
-    pub fn start_command(mut cmd: std::process::Command) -> Binary {
-        use std::io::{BufRead, BufReader};
+    pub fn start_command(mut cmd: Command) -> Binary {
         let mut child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -182,7 +202,7 @@ impl Binary {
             }
         };
         let sink = std::sync::Arc::clone(&logs);
-        std::thread::spawn(move || loop {
+        let collector = std::thread::spawn(move || loop {
             let mut line = String::new();
             match stderr.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
@@ -195,6 +215,7 @@ impl Binary {
             addr,
             child,
             logs,
+            collector: Some(collector),
             client: reqwest::Client::new(),
         }
     }
@@ -224,16 +245,58 @@ impl Binary {
         }
     }
 
-    /// Sends SIGHUP (a reload).
-    pub fn sighup(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+    /// The status of a POST /auth of `body`, over a plain TCP connection (no runtime needed).
+    pub fn status(&self, body: &str) -> u16 {
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "POST /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp[9..12].parse().unwrap()
+    }
+
+    /// Polls until `body` gets `want`, for up to 10 s.
+    pub fn eventually(&self, body: &str, want: u16) -> bool {
+        for _ in 0..200 {
+            if self.status(body) == want {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Sends a signal with `kill`, e.g. `-HUP`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
     }
+
+    /// Sends SIGHUP (a reload).
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// SIGTERM; waits for the process to exit and returns its exit code and everything it
+    /// logged.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        if let Some(collector) = self.collector.take() {
+            collector.join().unwrap();
+        }
+        (status.code(), self.logs())
+    }
 }
 
+/// A test that fails midway leaves no server running behind it.
 impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -242,6 +305,7 @@ impl Drop for Binary {
 }
 
 /// Writes `text` to `name` in a fresh folder of the target dir's temp space; returns the path.
+/// Every call has its own folder, so tests running at once never share a file.
 pub fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "cfg-{}-{}",
@@ -258,4 +322,18 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The environment variables the tests' configs name (`client_secret_env`), set to fixed
+/// values. All tests share this process's environment, so the variables are set once, here, and
+/// no test changes or removes one; call this before loading a config that needs them.
+pub fn test_env() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        // deploy/kubernetes/mtx-auth.toml reads its OIDC secret from the environment, as in the
+        // pod.
+        std::env::set_var("MTX_AUTH_OIDC_CLIENT_SECRET", "test-value");
+        // accounts::oidc's client_secret_env.
+        std::env::set_var("MTX_AUTH_TEST_OIDC_SECRET", "s3cret-client");
+    });
 }

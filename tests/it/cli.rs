@@ -1,23 +1,11 @@
 //! The binary: `check`, `serve`, `hash` and `explain`, run as an operator runs them.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use mtx_auth::credential::Credential;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
-}
-
-/// Writes `text` to a fresh file in the target dir and returns its path.
-fn config_file(name: &str, text: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-configs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use crate::support::{bin, temp_config, Binary};
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output {
@@ -61,7 +49,7 @@ fn check_reports_every_problem_with_file_line_and_column() {
         ("[[users]\n", "1:8", ""),
     ];
     for (i, (text, pos, msg)) in cases.iter().enumerate() {
-        let path = config_file(&format!("bad{i}.toml"), text);
+        let path = temp_config(&format!("bad{i}.toml"), text);
         let (code, _, err) = run(bin().arg("check").arg("--config").arg(&path));
         assert_eq!(code, 1, "case {i}: {text}");
         let want = format!("{}:{pos}: ", path.display());
@@ -71,7 +59,7 @@ fn check_reports_every_problem_with_file_line_and_column() {
         );
     }
     // Several problems in one file are all reported, in order.
-    let path = config_file(
+    let path = temp_config(
         "many.toml",
         "[[users]]\nuser = \"\"\n[[users]]\nuser = \"u\"\nips = [\"x\"]\npermissions = [{ action = \"nope\" }]\n",
     );
@@ -97,7 +85,7 @@ fn check_reports_a_missing_file() {
 
 #[test]
 fn serve_refuses_a_bad_config() {
-    let path = config_file(
+    let path = temp_config(
         "serve-bad.toml",
         "[[users]]\nuser = \"any\"\npass = \"x\"\n",
     );
@@ -117,7 +105,7 @@ fn serve_refuses_a_bad_config() {
 /// Starts the binary, reads its "listening on" line, makes requests, then SIGTERMs it.
 #[test]
 fn serve_answers_logs_and_exits_cleanly_on_sigterm() {
-    let path = config_file(
+    let path = temp_config(
         "serve.toml",
         "[[users]]\nuser = \"alice\"\npass = \"s3cretpw\"\npermissions = [{ action = \"read\" }]\n",
     );
@@ -191,7 +179,7 @@ fn serve_answers_logs_and_exits_cleanly_on_sigterm() {
 
 #[test]
 fn serve_json_logs_are_json() {
-    let path = config_file("serve-json.toml", "");
+    let path = temp_config("serve-json.toml", "");
     let mut child = bin()
         .args([
             "serve",
@@ -273,7 +261,7 @@ fn hash_prints_values_the_config_accepts() {
 
 #[test]
 fn explain_names_the_deciding_user_or_why_none_did() {
-    let path = config_file(
+    let path = temp_config(
         "explain.toml",
         "[[users]]\nuser = \"bob\"\npass = \"pw\"\nips = [\"10.0.0.0/8\"]\npermissions = [{ action = \"publish\" }]\n\n\
          [[users]]\nuser = \"any\"\npermissions = [{ action = \"read\", path = \"~^public/\" }]\n",
@@ -323,7 +311,7 @@ fn explain_lists_the_account_sources_in_order() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", free.local_addr().unwrap());
     drop(free);
-    let path = config_file(
+    let path = temp_config(
         "explain-accounts.toml",
         &format!(
             "[[users]]\nuser = \"admin\"\npass = \"pw\"\npermissions = [{{ action = \"api\" }}]\n\n\
@@ -345,92 +333,6 @@ fn explain_lists_the_account_sources_in_order() {
     );
 }
 
-/// A `serve` process on a free port: the child, its stderr and the address it listens on.
-struct Served {
-    child: std::process::Child,
-    stderr: BufReader<std::process::ChildStderr>,
-    logs: String,
-    addr: String,
-}
-
-impl Served {
-    fn start(path: &std::path::Path) -> Served {
-        let mut child = bin()
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(path)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut logs = String::new();
-        let addr = loop {
-            let mut line = String::new();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "exited: {logs}");
-            logs.push_str(&line);
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('/').next().unwrap().to_owned();
-            }
-        };
-        Served {
-            child,
-            stderr,
-            logs,
-            addr,
-        }
-    }
-
-    /// The status of a POST /auth.
-    fn status(&self, body: &str) -> u16 {
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            s,
-            "POST /auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        resp[9..12].parse().unwrap()
-    }
-
-    /// Polls until `body` gets `want`, for up to 10 s.
-    fn eventually(&self, body: &str, want: u16) -> bool {
-        for _ in 0..200 {
-            if self.status(body) == want {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// SIGTERM, the exit code, and everything it logged.
-    fn stop(mut self) -> (Option<i32>, String) {
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
-        self.stderr.read_to_string(&mut self.logs).unwrap();
-        (status.code(), std::mem::take(&mut self.logs))
-    }
-}
-
-/// A test that fails midway leaves no server running behind it.
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn serve_reloads_on_sighup_and_on_file_change_and_keeps_a_good_config() {
     // The test polls with the next password until a reload lets it in: every poll before then
@@ -443,8 +345,8 @@ fn serve_reloads_on_sighup_and_on_file_change_and_keeps_a_good_config() {
             r#"{{"user":"alice","password":"{pass}","action":"read","path":"cam","ip":"10.0.0.1"}}"#
         )
     };
-    let path = config_file("reload.toml", &user("first1"));
-    let served = Served::start(&path);
+    let path = temp_config("reload.toml", &user("first1"));
+    let served = Binary::start(&path);
     assert_eq!(served.status(&body("first1")), 200);
 
     // SIGHUP.
@@ -487,11 +389,11 @@ fn healthcheck_exits_0_only_for_a_200() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = format!("http://{}", free.local_addr().unwrap());
     drop(free);
-    let path = config_file(
+    let path = temp_config(
         "healthcheck.toml",
         &format!("[jellyfin]\nurl = \"{closed}\"\ntimeout_secs = 1\n"),
     );
-    let served = Served::start(&path);
+    let served = Binary::start(&path);
     let check = |url: &str| run(bin().args(["healthcheck", "--url", url]));
     let (code, _, err) = check(&format!("http://{}/healthz", served.addr));
     assert_eq!(code, 0, "{err}");
@@ -514,7 +416,7 @@ fn check_warns_about_a_config_that_grants_nothing() {
     .iter()
     .enumerate()
     {
-        let path = config_file(&format!("nothing{i}.toml"), text);
+        let path = temp_config(&format!("nothing{i}.toml"), text);
         let (code, out, err) = run(bin().arg("check").arg("--config").arg(&path));
         assert_eq!(code, 0, "still a valid config: {err}");
         assert!(out.contains(": ok ("), "{out}");
@@ -524,7 +426,7 @@ fn check_warns_about_a_config_that_grants_nothing() {
             "case {i}: {err}"
         );
     }
-    let path = config_file(
+    let path = temp_config(
         "grants.toml",
         "[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n",
     );
@@ -540,11 +442,11 @@ fn check_warns_about_a_config_that_grants_nothing() {
 fn subcommands_end_quietly_when_stdout_is_closed() {
     use std::os::unix::process::ExitStatusExt;
 
-    let config = config_file(
+    let config = temp_config(
         "closed-pipe.toml",
         "[[users]]\nuser = \"bob\"\npass = \"pw\"\npermissions = [{ action = \"read\" }]\n",
     );
-    let mediamtx = config_file(
+    let mediamtx = temp_config(
         "closed-pipe-mediamtx.yml",
         "authInternalUsers:\n- user: any\n  permissions: [{action: read}]\n",
     );

@@ -1,28 +1,246 @@
+//! What reaches the logs of the real binary.
+//!
+//! A client cannot forge log lines (issue 15, defect 4). Every field of a decision line (action,
+//! protocol, path, ip, user) is the client's own text. The real binary, with its default text
+//! logs, answers requests whose fields hold line breaks, terminal escape sequences, a whole forged
+//! `outcome="allow"` line and fake `key=value` pairs. Its stderr must then hold exactly one line
+//! per decision, no raw control character at all, no allow, and every line must read back
+//! (logfmt: bare or quoted values) to exactly the fields that were sent.
+//!
 //! No secret reaches the logs (issue 5). The real binary runs with `RUST_LOG=debug` against a
 //! config with plain, `sha256:` and `argon2:` users, a hashed user name, `[jwt]`, `[jellyfin]`,
-//! `[plex]` and `[oidc]` (fake upstreams on loopback, tests/support), and answers a full set of
+//! `[plex]` and `[oidc]` (fake upstreams on loopback, `support`), and answers a full set of
 //! requests: right and wrong passwords for every kind of user and source, valid, forged, expired
 //! and garbage JWTs (in the token field and in the query), media-server and plex.tv tokens.
 //! Then it is stopped with SIGTERM and its whole stderr is searched: no password, token, client
 //! secret or configured hash may appear in it, while the user names and paths do (so the test
 //! would notice if nothing were logged at all).
 
-#![recursion_limit = "256"] // the fake servers' JSON literals are large
-
-#[path = "support/idp.rs"]
-mod idp;
-#[path = "support/media.rs"]
-mod media;
-
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use idp::{hs256_token, unsigned_token, FakeIdp, KeyKind, TestKey};
-use media::{FakeMediaServer, FakePlex, Flavor, UserSpec};
 use mtx_auth::credential::{hash_argon2, hash_sha256};
 use serde_json::{json, Value};
+
+use crate::support::idp::{self, hs256_token, unsigned_token, FakeIdp, KeyKind, TestKey};
+use crate::support::media::{FakeMediaServer, FakePlex, Flavor, UserSpec};
+use crate::support::{temp_config, Binary};
+
+// ---------------------------------------------------------------------------------------------
+// Forged log lines
+// ---------------------------------------------------------------------------------------------
+
+const CONFIG: &str = r#"
+[server]
+# Every second attempt with the same user name is turned away by the limiter, so its lines
+# (which carry the ip and user too) are exercised as well.
+max_failures_per_ip = 0
+max_failures_per_user = 1
+
+[[users]]
+user = "alice"
+pass = "alice-pw-7731"
+permissions = [{ action = "read" }]
+"#;
+
+/// What a client may put in a field to break the log.
+fn hostile() -> Vec<String> {
+    vec![
+        "a\nb".into(),
+        "a\r\nb".into(),
+        "\x1b[2J\x1b[H\x1b]0;owned\x07".into(),
+        r#"x outcome="allow" user="admin""#.into(),
+        "bob outcome=allow user=alice".into(),
+        "x\n2026-12-01T00:00:00.000000Z  INFO mtx_auth::decision: action=read protocol=rtsp \
+         path=cam ip=10.0.0.1 user=admin outcome=\"allow\" source=\"users\" latency_us=3"
+            .into(),
+        "del\x7f c1\u{9b}31m nel\u{85} ls\u{2028} ps\u{2029} nul\0 back\\slash".into(),
+    ]
+}
+
+const FIELDS: [&str; 5] = ["action", "protocol", "path", "ip", "user"];
+
+#[test]
+fn client_fields_cannot_forge_or_break_log_lines() {
+    let path = temp_config("log-injection.toml", CONFIG);
+    let server = Binary::start(&path);
+    let app = server.app();
+
+    let mut sent = Vec::new();
+    for value in hostile() {
+        for field in FIELDS {
+            let mut req = json!({
+                "action": "read", "protocol": "rtsp", "path": "cam", "ip": "10.0.0.1",
+                "user": "mallory", "password": "wrong-pw-1", "token": "wrong-pw-1",
+                "id": null, "query": "", "userAgent": "",
+            });
+            req[field] = json!(value);
+            sent.push(req);
+        }
+    }
+    // Each hostile user name once more: now the limiter logs it as well.
+    for value in hostile() {
+        let mut req = sent[4].clone();
+        req["user"] = json!(value);
+        sent.push(req);
+    }
+    sent.push(json!({"action": "read", "path": "cam", "ip": "10.0.0.1",
+                     "user": "sentinel-end", "password": "wrong-pw-2"}));
+
+    let statuses = actix_web::rt::System::new().block_on(async {
+        let mut statuses = Vec::new();
+        for req in &sent {
+            statuses.push(app.auth(req).await.0);
+        }
+        statuses
+    });
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(
+        server.wait_for_log("user=sentinel-end", 15),
+        "{}",
+        server.logs()
+    );
+    let logs = server.logs();
+
+    // Not one raw control character: nothing can end a line early or reach the terminal.
+    let raw: Vec<char> = logs
+        .chars()
+        .filter(|c| *c != '\n' && (c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')))
+        .collect();
+    assert!(raw.is_empty(), "raw control characters {raw:?} in:\n{logs}");
+
+    // One line per decision, in the order sent, each reading back to what was sent.
+    let decisions: Vec<&str> = logs
+        .lines()
+        .filter(|l| target(l) == Some("mtx_auth::decision"))
+        .collect();
+    assert_eq!(decisions.len(), sent.len(), "{logs}");
+    for (line, req) in decisions.iter().zip(&sent) {
+        let fields = parse_fields(after(line, "mtx_auth::decision: "));
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "action",
+                "protocol",
+                "path",
+                "ip",
+                "user",
+                "outcome",
+                "source",
+                "reason",
+                "latency_us"
+            ],
+            "{line}"
+        );
+        for (i, field) in FIELDS.iter().enumerate() {
+            let want = req[*field].as_str().unwrap_or("");
+            assert_eq!(fields[i].1, want, "{field} in {line}");
+        }
+        assert_eq!(fields[5].1, "deny", "{line}");
+    }
+    for line in logs.lines() {
+        // A quoted value may hold `outcome=allow` as text, never `outcome="allow"` unescaped.
+        assert!(!line.contains("outcome=\"allow\""), "{line}");
+        if target(line) == Some("mtx_auth::decision") {
+            let fields = parse_fields(after(line, "mtx_auth::decision: "));
+            let outcome = fields.into_iter().find(|(k, _)| k == "outcome");
+            assert_eq!(outcome.map(|(_, v)| v).as_deref(), Some("deny"), "{line}");
+        }
+    }
+
+    // The limiter's lines read back too: one per hostile user name, whole.
+    let limited: Vec<Vec<(String, String)>> = logs
+        .lines()
+        .filter(|l| target(l) == Some("mtx_auth::limiter"))
+        .map(|l| parse_fields(after(l, "denied without checking ")))
+        .collect();
+    for value in hostile() {
+        assert!(
+            limited
+                .iter()
+                .any(|f| f.iter().any(|(k, v)| k == "user" && *v == value)),
+            "no limiter line for {value:?}:\n{logs}"
+        );
+    }
+}
+
+/// The target a line was logged under: `TIMESTAMP LEVEL TARGET: …`. A forged line, whatever
+/// it holds, starts a line of its own only if a value could break the line.
+fn target(line: &str) -> Option<&str> {
+    line.split_whitespace().nth(2)?.strip_suffix(':')
+}
+
+fn after<'a>(line: &'a str, marker: &str) -> &'a str {
+    line.split_once(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in {line}"))
+        .1
+}
+
+/// Reads `key=value key="quoted \"value\"" …` back into pairs, undoing the escapes (`\n`,
+/// `\r`, `\t`, `\"`, `\\`, `\u{…}`). Panics on anything else, so a line that is not
+/// unambiguous logfmt fails the test.
+fn parse_fields(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return out;
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert!(
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad key {key:?} in {s}"
+        );
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars
+                    .next()
+                    .unwrap_or_else(|| panic!("unterminated value in {s}"))
+                {
+                    '"' => break,
+                    '\\' => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some('r') => value.push('\r'),
+                        Some('t') => value.push('\t'),
+                        Some('"') => value.push('"'),
+                        Some('\\') => value.push('\\'),
+                        Some('u') => {
+                            assert_eq!(chars.next(), Some('{'), "{s}");
+                            let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                            let code = u32::from_str_radix(&hex, 16).expect("hex escape");
+                            value.push(char::from_u32(code).expect("a char"));
+                        }
+                        other => panic!("unknown escape {other:?} in {s}"),
+                    },
+                    c => value.push(c),
+                }
+            }
+            assert!(
+                matches!(chars.peek(), None | Some(' ')),
+                "text right after a quoted value in {s}"
+            );
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ' ') {
+                assert!(
+                    !matches!(c, '"' | '=' | '\\'),
+                    "{c:?} in a bare value in {s}"
+                );
+                value.push(c);
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
 
 const MACHINE_ID: &str = "0c4f9d2e7a1b4c3d8e5f60718293a4b5c6d7e8f9";
 
@@ -100,58 +318,8 @@ client_secret = "{OIDC_CLIENT_SECRET}"
         plex = plex.url(),
         discovery = idp.discovery_url(),
     );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("log-secrets");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mtx-auth.toml");
-    std::fs::write(&path, config).unwrap();
+    let path = temp_config("mtx-auth.toml", &config);
     (path, vec![bob_hash, carol_hash, dave_name_hash])
-}
-
-/// The server process; killed if the test fails before stopping it.
-struct Server(Option<Child>);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts `mtx-auth serve` with debug logs; returns the child, its address, and a thread that
-/// collects the rest of its stderr (drained continuously, so debug output never blocks it).
-fn start(config: &PathBuf) -> (Server, String, std::thread::JoinHandle<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let child = Server(Some(child));
-    let mut head = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before listening: {head}"
-        );
-        head.push_str(&line);
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split(['/', ' ', '\n']).next().unwrap().to_owned();
-        }
-    };
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        stderr.read_to_string(&mut rest).unwrap();
-        head + &rest
-    });
-    (child, addr, rest)
 }
 
 fn request(action: &str, path: &str, ip: &str, user: &str, pass: &str) -> Value {
@@ -210,8 +378,9 @@ async fn no_secret_appears_in_debug_logs() {
     );
 
     let (config, hashes) = write_config(&idp, &jelly, &plex);
-    let (mut server, addr, logs) = start(&config);
-    let base = format!("http://{addr}");
+    // Debug logs; stderr is collected as the process writes it, so debug output never blocks it.
+    let server = Binary::start_with(&config, &[("RUST_LOG", "debug")], |_| {});
+    let base = server.base.clone();
     let client = reqwest::Client::new();
 
     // Every remote source ready (keys loaded, upstreams answered) before the requests.
@@ -301,21 +470,12 @@ async fn no_secret_appears_in_debug_logs() {
         assert_eq!(status, *want, "case {i}: {body} -> {text}");
     }
 
-    // SIGTERM, then everything the process wrote.
-    let mut child = server.0.take().unwrap();
-    let pid = child.id().to_string();
-    let status = actix_web::rt::task::spawn_blocking(move || {
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        child.wait().unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(0), "graceful exit");
-    let logs = logs.join().unwrap();
+    // SIGTERM, then everything the process wrote. (Waited for off this runtime, which serves
+    // the fakes.)
+    let (code, logs) = actix_web::rt::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "graceful exit");
 
     // The logs say what happened...
     for user in [

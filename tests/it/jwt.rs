@@ -1,18 +1,14 @@
 //! The JWT source through HTTP, against a real JWKS server on loopback with real RSA, EC and
-//! Ed25519 signatures.
-
-mod common;
-#[path = "support/idp.rs"]
-mod idp;
-#[path = "support/tls.rs"]
-mod tls;
+//! Ed25519 signatures; and interoperability with a real OpenID provider written by others.
 
 use std::time::Duration;
 
-use common::{spawn, TestApp};
-use idp::{FakeIdp, JwksMode, KeyKind, TestKey};
 use serde_json::{json, Value};
-use tls::TlsFront;
+
+use crate::support::idp::{self, FakeIdp, JwksMode, KeyKind, TestKey};
+use crate::support::oidc::{self, OidcOptions, OidcProvider};
+use crate::support::tls::TlsFront;
+use crate::support::{bin, error_of, mtx_request, spawn, temp_config, TestApp};
 
 /// A server whose `[jwt]` reads `idp`'s JWKS, plus `extra` TOML lines inside `[jwt]`.
 async fn app_for(idp: &FakeIdp, extra: &str) -> TestApp {
@@ -31,12 +27,6 @@ fn perms(list: Value) -> Value {
 /// A read request for `path` carrying `token` as MediaMTX sends it (password = token = jwt).
 fn with_token(token: &str, path: &str) -> Value {
     json!({"ip":"10.0.0.1","user":"","password":token,"token":token,"action":"read","path":path,"protocol":"rtsp","id":null,"query":""})
-}
-
-async fn error_of(app: &TestApp, body: &Value) -> String {
-    let (s, b) = app.auth(body).await;
-    assert_eq!(s, 401, "expected a deny, got {s} {b}");
-    b["error"].as_str().unwrap().to_owned()
 }
 
 #[actix_web::test]
@@ -104,15 +94,13 @@ async fn non_jwt_passwords_still_reach_toml_users() {
     ));
     app.wait_ready().await;
     let (s, b) = app
-        .auth(&common::mtx_request(
-            "read", "cam", "1.2.3.4", "alice", "pw",
-        ))
+        .auth(&mtx_request("read", "cam", "1.2.3.4", "alice", "pw"))
         .await;
     assert_eq!((s, b["user"].as_str()), (200, Some("alice")));
     assert_eq!(
         error_of(
             &app,
-            &common::mtx_request("read", "cam", "1.2.3.4", "alice", "nope")
+            &mtx_request("read", "cam", "1.2.3.4", "alice", "nope")
         )
         .await,
         "no user matches these credentials for this action, path and ip"
@@ -764,13 +752,10 @@ async fn identity_can_come_from_another_claim() {
 async fn explain_fetches_the_keys_and_names_the_jwt_source() {
     let key = TestKey::generate(KeyKind::Ec, "k");
     let idp = FakeIdp::start(vec![key.jwk()]);
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let config = dir.join("explain-jwt.toml");
-    std::fs::write(
-        &config,
-        format!("[jwt]\njwks_url = \"{}\"\n", idp.jwks_url()),
-    )
-    .unwrap();
+    let config = temp_config(
+        "explain-jwt.toml",
+        &format!("[jwt]\njwks_url = \"{}\"\n", idp.jwks_url()),
+    );
     let claims = perms(json!([{"action": "read", "path": "cam"}]));
     let token = key.sign(&idp::keycloak_claims(&idp.issuer(), "alice", claims));
     let run = |path: &'static str| {
@@ -778,7 +763,7 @@ async fn explain_fetches_the_keys_and_names_the_jwt_source() {
         // The fake IdP serves on this test's runtime: run the binary off it.
         actix_web::rt::task::spawn_blocking(move || {
             let body = with_token(&token, path).to_string();
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
+            let out = bin()
                 .arg("explain")
                 .arg("--config")
                 .arg(&config)
@@ -877,4 +862,70 @@ async fn a_self_signed_key_server_is_trusted_by_its_pinned_fingerprint_only() {
     }
     // The refused connections never reached the key server behind the front.
     assert_eq!(idp.jwks_hits(), fetched);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interoperability with a real OpenID provider written by others: panva's `oidc-provider` (npm),
+// started on loopback. mtx-auth is configured with nothing but its discovery URL.
+// ---------------------------------------------------------------------------------------------
+
+fn request(token: &str, action: &str, path: &str) -> serde_json::Value {
+    json!({"ip":"127.0.0.1","user":"","password":token,"token":token,"action":action,"path":path,"protocol":"rtsp","id":null,"query":""})
+}
+
+#[actix_web::test]
+async fn oidc_provider_access_tokens_are_accepted_through_discovery() {
+    for options in [
+        OidcOptions::default(),
+        OidcOptions {
+            es256: true,
+            ..Default::default()
+        },
+    ] {
+        let provider = OidcProvider::start_with(options.clone());
+        let app = spawn(&format!(
+            "[jwt]\ndiscovery_url = \"{}\"\naudience = \"{}\"\n",
+            provider.discovery_url(),
+            oidc::RESOURCE
+        ));
+        app.wait_ready().await;
+        let token = provider.client_credentials_token().await;
+
+        // The provider's claim: read "cam", publish "~^live/". The identity is `sub`, which for
+        // a client_credentials token is the client id.
+        let (s, b) = app.auth(&request(&token, "read", "cam")).await;
+        assert_eq!(
+            s,
+            200,
+            "{options:?}: {b}\nprovider output:\n{}",
+            provider.output()
+        );
+        assert_eq!(b["user"], oidc::CLIENT_ID);
+        assert_eq!(app.status(&request(&token, "publish", "live/x")).await, 200);
+        assert_eq!(app.status(&request(&token, "read", "other")).await, 401);
+        // The same token in an HLS query string.
+        let hls = json!({"ip":"127.0.0.1","action":"read","path":"cam","protocol":"hls","query":format!("jwt={token}")});
+        assert_eq!(app.status(&hls).await, 200);
+
+        // Tampering with any part breaks it.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut sig = parts[2].to_owned().into_bytes();
+        sig[5] = if sig[5] == b'A' { b'B' } else { b'A' };
+        let forged_sig = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            String::from_utf8(sig).unwrap()
+        );
+        let claims = format!(
+            "{}.{}.{}",
+            parts[0],
+            &parts[1][..parts[1].len() - 2],
+            parts[2]
+        );
+        for bad in [forged_sig, claims] {
+            let (s, b) = app.auth(&request(&bad, "read", "cam")).await;
+            assert_eq!(s, 401, "{b}");
+        }
+    }
 }

@@ -1,19 +1,14 @@
 //! `GET /metrics` through HTTP: exact counts after known traffic, labels from fixed sets only,
 //! nothing a client sent (names, passwords, paths, odd protocols) in the text, per-source
 //! upstream and cache counters, the JWT key set's state, and counters that survive reloads.
-#![recursion_limit = "256"] // the fake media server's user objects are large json! literals
-
-mod common;
-#[path = "support/media.rs"]
-mod media;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{mtx_request, spawn, spawn_live, TestApp};
-use media::{FakeMediaServer, Flavor, Mode, UserSpec};
 use serde_json::json;
+
+use crate::support::media::{self, FakeMediaServer, Flavor, Mode, UserSpec};
+use crate::support::{mtx_request, spawn, spawn_live, temp_config, TestApp};
 
 /// `testpass`, argon2i.
 const ARGON2_TESTPASS: &str =
@@ -294,14 +289,6 @@ async fn unreachable_jwks_is_not_ready_and_counts_failed_fetches() {
     assert_eq!(m.value("mtx_auth_cache_hits_total{cache=\"jwt\"}"), 0.0);
 }
 
-fn config_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mtx-auth-metrics-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[actix_web::test]
 async fn counters_survive_reloads_and_reloads_are_counted() {
     let user = |pass: &str| {
@@ -309,7 +296,7 @@ async fn counters_survive_reloads_and_reloads_are_counted() {
             "[[users]]\nuser = \"u\"\npass = \"{pass}\"\npermissions = [{{ action = \"read\" }}]\n"
         )
     };
-    let path = config_file("reload.toml", &user("one"));
+    let path = temp_config("reload.toml", &user("one"));
     let (app, live) = spawn_live(&path);
     let read = |pass: &str| mtx_request("read", "cam", "10.0.0.1", "u", pass);
     assert_eq!(app.status(&read("one")).await, 200);
@@ -342,7 +329,7 @@ async fn upstream_counters_continue_across_a_reload_of_the_same_upstream() {
             jf.url()
         )
     };
-    let path = config_file("jellyfin.toml", &section("{ action = \"read\" }"));
+    let path = temp_config("jellyfin.toml", &section("{ action = \"read\" }"));
     let (app, live) = spawn_live(&path);
     app.wait_ready().await;
     let read = mtx_request("read", "cam", "10.0.0.1", "alice", "alice-pw");

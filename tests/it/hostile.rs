@@ -5,13 +5,12 @@
 //! `{"error": …}` body or the decision MediaMTX's rules give; after each sweep the service still
 //! answers `/healthz` and decides a valid request correctly.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::{spawn, TestApp};
 use serde_json::{json, Value};
+
+use crate::support::{mtx_request as req, spawn, TestApp};
 
 /// alice: a password, the 10.0.0.0/8 network, publish under alice/ and read anything.
 /// Anyone on a link-local IPv6 address: read paths made only of `a` (a regex that backtracks
@@ -43,11 +42,6 @@ const MAX_BODY: usize = 64 * 1024;
 
 fn body(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
-}
-
-/// A request for `action` on `path` from `ip` with these credentials.
-fn req(action: &str, path: &str, ip: &str, user: &str, pass: &str) -> Value {
-    common::mtx_request(action, path, ip, user, pass)
 }
 
 /// POSTs `raw` and asserts a refusal with `status` and a non-empty JSON `error`; returns it.
