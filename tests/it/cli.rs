@@ -492,3 +492,66 @@ fn subcommands_end_quietly_when_stdout_is_closed() {
         );
     }
 }
+
+// ---- check on a machine without the secrets (issue 16) ----
+//
+// A config whose `*_env` or `*_file` secret is not present where it is checked (a laptop
+// checking a Kubernetes ConfigMap) is reported with warnings and everything else is validated;
+// `--strict` makes them errors; `serve` still refuses to start without them.
+
+fn run_args(args: &[&str], path: &std::path::Path) -> (i32, String, String) {
+    run(bin()
+        .args(args)
+        .arg("--config")
+        .arg(path)
+        .env_remove("MTX_AUTH_CHECK_ABSENT_SECRET"))
+}
+
+const OIDC: &str = "[oidc]\ndiscovery_url = \"https://idp.example.com/.well-known/openid-configuration\"\nclient_id = \"mediamtx\"\n";
+
+#[test]
+fn absent_secrets_are_warnings_for_check_and_errors_with_strict_and_for_serve() {
+    let env = temp_config(
+        "env.toml",
+        &format!("{OIDC}client_secret_env = \"MTX_AUTH_CHECK_ABSENT_SECRET\"\n"),
+    );
+    let file = temp_config(
+        "file.toml",
+        &format!("{OIDC}client_secret_file = \"/nonexistent/mtx-auth/secret\"\n"),
+    );
+    for (path, pos, what) in [
+        (
+            &env,
+            "4:21",
+            "client_secret_env: environment variable \"MTX_AUTH_CHECK_ABSENT_SECRET\" is not set",
+        ),
+        (
+            &file,
+            "4:22",
+            "client_secret_file: cannot read \"/nonexistent/mtx-auth/secret\"",
+        ),
+    ] {
+        let at = format!("{}:{pos}: ", path.display());
+        let (code, out, err) = run_args(&["check"], path);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(": ok (0 users)"), "{out}");
+        assert!(err.starts_with(&format!("{at}warning: {what}")), "{err}");
+        let (code, _, err) = run_args(&["check", "--strict"], path);
+        assert_eq!(code, 1);
+        assert!(err.starts_with(&format!("{at}{what}")), "{err}");
+        let (code, _, err) = run_args(&["serve", "--listen", "127.0.0.1:0"], path);
+        assert_eq!(code, 1, "serve refuses: {err}");
+        assert!(err.contains(what), "{err}");
+    }
+}
+
+#[test]
+fn everything_else_is_still_checked_beside_an_absent_secret() {
+    let path = temp_config(
+        "both.toml",
+        &format!("{OIDC}client_secret_env = \"MTX_AUTH_CHECK_ABSENT_SECRET\"\nscope = 5\n"),
+    );
+    let (code, _, err) = run_args(&["check"], &path);
+    assert_eq!(code, 1, "a real error still fails: {err}");
+    assert!(err.contains("both.toml:5:"), "{err}");
+}
