@@ -54,9 +54,9 @@ pub fn init(format: LogFormat) -> WorkerGuard {
 /// mtx_auth::decision: … outcome=\"allow\""` printed a second, forged decision line, and an ESC
 /// sequence drove the operator's terminal. Here:
 ///
-/// - control characters (C0 including ESC, DEL, C1, and U+2028/U+2029, which some viewers take
-///   for line ends) are written as `\n`, `\r`, `\t` or `\u{1b}`, in every value and in the
-///   message;
+/// - control characters (C0 including ESC, DEL, C1, U+2028/U+2029, which some viewers take
+///   for line ends, and the bidirectional controls, which reorder what a terminal shows) are
+///   written as `\n`, `\r`, `\t` or `\u{1b}`, in every value and in the message;
 /// - a value holding whitespace, `"`, `=`, `\` or a control character is quoted, logfmt style,
 ///   with `"` and `\` escaped, so that `bob outcome=allow` reads as one value, not two fields;
 /// - `&str` values (`outcome = "allow"`) are quoted as tracing always quoted them, so ordinary
@@ -192,10 +192,13 @@ fn calls_for_quotes(c: char) -> bool {
     c.is_whitespace() || matches!(c, '"' | '=' | '\\') || is_control(c)
 }
 
-/// Characters never written as they are: C0 (ESC among them), DEL, C1, and the Unicode line and
-/// paragraph separators.
+/// Characters never written as they are: C0 (ESC among them), DEL, C1, the Unicode line and
+/// paragraph separators, and the bidirectional embeddings, overrides and isolates (U+202A–202E,
+/// U+2066–2069), which make a terminal or viewer show text in another order than it was written
+/// (a user name that displays as someone else's, "Trojan Source").
 fn is_control(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A `fmt::Write` that passes text through to `inner`, escaping control characters (`\n`, `\r`,
@@ -261,6 +264,10 @@ mod tests {
         assert_eq!(
             escaped("ls\u{2028}ps\u{2029}", false),
             "ls\\u{2028}ps\\u{2029}"
+        );
+        assert_eq!(
+            escaped("admin\u{202e}nimda\u{2066}x\u{2069}", false),
+            "admin\\u{202e}nimda\\u{2066}x\\u{2069}"
         );
         // Printable non-ASCII stays as it is.
         assert_eq!(escaped("Zoë 東京 🎥", false), "Zoë 東京 🎥");
