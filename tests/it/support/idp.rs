@@ -860,6 +860,7 @@ impl FakeIdp {
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {
             handle.stop(false).await;
+            wait_closed(self.addr);
         }
     }
 
@@ -877,7 +878,23 @@ impl FakeIdp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         drop(listener);
+        wait_closed(addr);
         format!("http://{addr}")
+    }
+}
+
+/// Waits until nothing accepts connections at `addr` any more. Closing a listening socket is not
+/// enough when the tests share a process: a child that another test is starting at that moment
+/// holds a copy of every descriptor from its fork until its exec, and the socket goes on
+/// listening there meanwhile; a connection it takes is then reset instead of refused.
+fn wait_closed(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections after its listener was closed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -175,7 +175,23 @@ pub fn unused_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().unwrap();
     drop(listener);
+    wait_closed(addr);
     format!("http://{addr}")
+}
+
+/// Waits until nothing accepts connections at `addr` any more. Closing a listening socket is not
+/// enough when the tests share a process: a child that another test is starting at that moment
+/// holds a copy of every descriptor from its fork until its exec, and the socket goes on
+/// listening there meanwhile; a connection it takes is then reset instead of refused.
+fn wait_closed(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections after its listener was closed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// 32 random lower-case hex digits: a GUID in .NET's "N" format, as Jellyfin and Emby write ids
@@ -383,6 +399,7 @@ impl Served {
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {
             handle.stop(false).await;
+            wait_closed(self.addr);
         }
     }
 
