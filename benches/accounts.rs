@@ -99,19 +99,24 @@ fn benches(c: &mut Criterion) {
         b.iter(|| policy.decide(&plain))
     });
     for (name, user, pass, source) in [
-        ("jellyfin_login", "alice", "alice-pw", Source::Jellyfin),
+        (
+            "jellyfin_login",
+            "alice",
+            "alice-pw",
+            Source::Account("jellyfin"),
+        ),
         (
             "jellyfin_token",
             "",
             "0123456789abcdef0123456789abcdef",
-            Source::Jellyfin,
+            Source::Account("jellyfin"),
         ),
         // Jellyfin is asked first and does not know the token: two sources per decision.
         (
             "plex_token_after_jellyfin",
             "",
             "owner-token-0000000000",
-            Source::Plex,
+            Source::Account("plex"),
         ),
     ] {
         let req = request(user, pass);

@@ -16,7 +16,6 @@ use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::Request;
-use crate::source::account::Backend;
 use crate::source::users::UserName;
 use crate::verifier::Verifier;
 
@@ -309,9 +308,9 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
             }
         }
         for a in policy.accounts() {
-            if let Backend::Oidc(o) = a.backend() {
-                if let Err(e) = o.jwt.keys.refresh().await {
-                    println!("oidc: provider keys could not be fetched: {e}");
+            if let Some(keys) = a.key_store() {
+                if let Err(e) = keys.refresh().await {
+                    println!("{}: provider keys could not be fetched: {e}", a.name());
                 }
             }
         }

@@ -14,11 +14,9 @@ pub enum Source {
     Users,
     /// A JWT verified against the `[jwt]` key set.
     Jwt,
-    Jellyfin,
-    Emby,
-    Plex,
-    /// A login exchanged at the `[oidc]` provider's token endpoint.
-    Oidc,
+    /// An account source, by the name it is registered under (`crate::source::ACCOUNT_KINDS`):
+    /// its config section and metrics label.
+    Account(&'static str),
     /// Nothing recognised the request.
     None,
 }
@@ -28,10 +26,7 @@ impl Source {
         match self {
             Source::Users => "users",
             Source::Jwt => "jwt",
-            Source::Jellyfin => "jellyfin",
-            Source::Emby => "emby",
-            Source::Plex => "plex",
-            Source::Oidc => "oidc",
+            Source::Account(name) => name,
             Source::None => "none",
         }
     }

@@ -42,8 +42,8 @@ use crate::permission::Action;
 use crate::policy::{Decision, Policy, Source};
 use crate::reload::LivePolicy;
 use crate::request::Request;
-use crate::source::account::Backend;
 use crate::source::jwks::KeyStore;
+use crate::source::ACCOUNT_KINDS;
 
 /// What `/metrics` answers with: OpenMetrics text, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -65,16 +65,9 @@ const ACTIONS: [&str; 7] = [
 /// none), and `other` for anything else a client might send.
 const PROTOCOLS: [&str; 8] = ["rtsp", "rtmp", "hls", "webrtc", "srt", "moq", "", "other"];
 
-/// The `source` label, in `Source` order.
-const SOURCES: [Source; 7] = [
-    Source::Users,
-    Source::Jwt,
-    Source::Jellyfin,
-    Source::Emby,
-    Source::Plex,
-    Source::Oidc,
-    Source::None,
-];
+/// How many values the `source` label has: `users`, `jwt`, each registered account kind
+/// (`crate::source::ACCOUNT_KINDS`), `none`.
+const SOURCES: usize = ACCOUNT_KINDS.len() + 3;
 
 const OUTCOMES: [&str; 2] = ["allow", "deny"];
 
@@ -91,7 +84,7 @@ const DENY_KINDS: [&str; 8] = [
     "rate_limited",
 ];
 
-const DECISION_SERIES: usize = ACTIONS.len() * PROTOCOLS.len() * SOURCES.len() * OUTCOMES.len();
+const DECISION_SERIES: usize = ACTIONS.len() * PROTOCOLS.len() * SOURCES * OUTCOMES.len();
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -253,15 +246,14 @@ impl Metrics {
         let protocol = protocol_index(&req.protocol);
         let source = source_index(decision.source());
         let outcome = usize::from(!decision.is_allow());
-        let index = ((action * PROTOCOLS.len() + protocol) * SOURCES.len() + source)
-            * OUTCOMES.len()
-            + outcome;
+        let index =
+            ((action * PROTOCOLS.len() + protocol) * SOURCES + source) * OUTCOMES.len() + outcome;
         self.decision_handles[index]
             .get_or_init(|| {
                 let labels = DecisionLabels {
                     action: ACTIONS[action],
                     protocol: PROTOCOLS[protocol],
-                    source: SOURCES[source].as_str(),
+                    source: decision.source().as_str(),
                     outcome: OUTCOMES[outcome],
                 };
                 self.decisions.get_or_create(&labels).clone()
@@ -351,15 +343,16 @@ fn protocol_index(protocol: &str) -> usize {
     }
 }
 
+/// The `source` label's slot: users, jwt, the account kinds in registration order, none.
 fn source_index(source: Source) -> usize {
     match source {
         Source::Users => 0,
         Source::Jwt => 1,
-        Source::Jellyfin => 2,
-        Source::Emby => 3,
-        Source::Plex => 4,
-        Source::Oidc => 5,
-        Source::None => 6,
+        Source::Account(name) => ACCOUNT_KINDS
+            .iter()
+            .position(|k| k.name == name)
+            .map_or(SOURCES - 1, |i| i + 2),
+        Source::None => SOURCES - 1,
     }
 }
 
@@ -497,8 +490,8 @@ impl Collector for Scrape {
             ready
                 .samples
                 .push((name, ConstGauge::new(i64::from(source.is_ready()))));
-            if let Backend::Oidc(oidc) = source.backend() {
-                key_stores.push((name, &oidc.jwt.keys));
+            if let Some(keys) = source.key_store() {
+                key_stores.push((name, keys));
             }
         }
         for series in [hits, misses, calls, errors, rejections, stale] {
@@ -575,9 +568,14 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(ACTIONS[action_index(a)], a.as_str());
         }
-        for s in SOURCES {
-            assert_eq!(SOURCES[source_index(s)], s);
+        let mut sources = vec![Source::Users, Source::Jwt];
+        sources.extend(ACCOUNT_KINDS.iter().map(|k| Source::Account(k.name)));
+        sources.push(Source::None);
+        assert_eq!(sources.len(), SOURCES);
+        for (i, s) in sources.into_iter().enumerate() {
+            assert_eq!(source_index(s), i, "{s:?}");
         }
+        assert_eq!(source_index(Source::Account("unregistered")), SOURCES - 1);
         for p in &PROTOCOLS[..PROTOCOLS.len() - 1] {
             assert_eq!(PROTOCOLS[protocol_index(p)], *p);
         }

@@ -1,17 +1,77 @@
 //! What an account backend (Jellyfin, Emby, Plex, OIDC password login) and the shared account
-//! machinery (`crate::source::account`) agree on: the credentials a request carries, what an
-//! upstream answers about them, and the identifier we present upstream.
+//! machinery (`crate::source::account`) agree on: how a backend registers ([`AccountKind`]),
+//! what it does ([`Backend`]), the credentials a request carries, what an upstream answers
+//! about them, and the identifier we present upstream.
 //!
-//! Kept apart from `account` so that the backends depend on this contract alone, and `account`,
-//! which knows every backend to build and dispatch to, depends on them: one way.
+//! Kept apart from `account` so that the backends depend on this contract alone, and `account`
+//! drives any of them through the trait without naming one: one way.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::permission::Permission;
+use crate::config::reader::Table;
+use crate::permission::{Action, Permission};
 use crate::request::Request;
+use crate::source::account::settings::AccountSettings;
+use crate::source::jwks::KeyStore;
 use crate::source::jwt::looks_like_jwt;
 use crate::source::upstream::{self, UpstreamError};
+
+/// A future a backend returns; boxed so that backends can be chosen at run time.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One kind of account source, as registered in `crate::source::ACCOUNT_KINDS`. Everything
+/// else (its config section, the metrics label, `explain`, readiness) follows from this.
+pub struct AccountKind {
+    /// The config section (`[name]`), the `source` label of metrics and logs, and what
+    /// `explain` calls it. Lower case, unique.
+    pub name: &'static str,
+    /// What an account may do when the section has no `permissions` key.
+    pub default_actions: &'static [Action],
+    /// Whether the section takes `permissions` and `admin_permissions`; a source whose
+    /// upstream grants permissions itself (OIDC tokens) does not.
+    pub config_permissions: bool,
+    /// Reads the section's own keys (the shared ones are in `settings`, which `read` may
+    /// complete, e.g. with `local_networks`) and builds the backend. `None` after reporting
+    /// problems on the table.
+    pub read: fn(&mut Table<'_>, &mut AccountSettings) -> Option<Arc<dyn Backend>>,
+}
+
+/// What an account source's upstream does for us. Implemented once per upstream, in its own
+/// file; `crate::source::account::AccountSource` adds the cache, coalescing, outages and limits.
+pub trait Backend: Send + Sync {
+    /// Whether these credentials are this backend's business at all.
+    fn accepts(&self, creds: &Credentials) -> bool;
+
+    /// Whether a login's user name names an upstream account, and so whether rejected logins
+    /// are counted per name (media servers lock accounts after a few failures).
+    fn names_accounts(&self) -> bool {
+        true
+    }
+
+    /// Asks the upstream who these credentials are.
+    fn check<'a>(
+        &'a self,
+        creds: &'a OwnedCredentials,
+    ) -> BoxFuture<'a, Result<Identity, CheckError>>;
+
+    /// Asks the upstream something cheap and public, to learn that it answers at all (for
+    /// `/readyz`). Not called for a backend with a `key_store`: its refresh tells.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Where answers come from: equal for two backends that ask the same upstream, so a
+    /// reload carries over what was learnt about it.
+    fn upstream(&self) -> String;
+
+    /// The key set the upstream's tokens are verified against, if any: it is refreshed in the
+    /// background, tells readiness, is carried across reloads and shows in metrics.
+    fn key_store(&self) -> Option<&Arc<KeyStore>> {
+        None
+    }
+}
 
 /// The credentials an account source can check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,6 +61,19 @@ pub struct FetchPolicy {
     pub pinned_certificate: Option<[u8; 32]>,
 }
 
+impl Default for FetchPolicy {
+    /// `[jwt]`'s defaults.
+    fn default() -> Self {
+        FetchPolicy {
+            timeout: Duration::from_secs(3),
+            refresh_interval: Duration::from_secs(15 * 60),
+            refetch_interval: Duration::from_secs(60),
+            max_stale: Duration::from_secs(24 * 3600),
+            pinned_certificate: None,
+        }
+    }
+}
+
 /// One usable verification key.
 pub struct Key {
     pub kid: Option<String>,

@@ -14,10 +14,52 @@
 //!
 //! A disabled account is a rejection even if the server let the login through.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use crate::source::backend::{device_id, CheckError, Identity, OwnedCredentials};
+use crate::config::reader::Table;
+use crate::permission::Action;
+use crate::source::account::settings::AccountSettings;
+use crate::source::backend::{
+    device_id, AccountKind, Backend, BoxFuture, CheckError, Credentials, Identity, OwnedCredentials,
+};
 use crate::source::upstream::{self, UpstreamError};
+
+/// `[jellyfin]`.
+pub const JELLYFIN: AccountKind = AccountKind {
+    name: "jellyfin",
+    default_actions: &[Action::Read, Action::Playback],
+    config_permissions: true,
+    read: |t, settings| read(Flavor::Jellyfin, t, settings),
+};
+
+/// `[emby]`.
+pub const EMBY: AccountKind = AccountKind {
+    name: "emby",
+    default_actions: &[Action::Read, Action::Playback],
+    config_permissions: true,
+    read: |t, settings| read(Flavor::Emby, t, settings),
+};
+
+/// The section's own keys: `url` (required) and `local_networks` (the server knows which
+/// accounts may stream from outside; it sees our address, not the viewer's, so we enforce it).
+fn read(
+    flavor: Flavor,
+    t: &mut Table<'_>,
+    settings: &mut AccountSettings,
+) -> Option<Arc<dyn Backend>> {
+    settings.local_networks = t.networks("local_networks");
+    let url = t.url("url");
+    if url.is_none() && !t.has("url") {
+        let name = match flavor {
+            Flavor::Jellyfin => "jellyfin",
+            Flavor::Emby => "emby",
+        };
+        t.problem(format!("[{name}] needs url"));
+    }
+    Some(Arc::new(MediaBrowser::new(flavor, &url?, settings.timeout)))
+}
 
 /// Which of the two servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +103,27 @@ fn yes() -> bool {
     true
 }
 
+impl Backend for MediaBrowser {
+    fn accepts(&self, creds: &Credentials) -> bool {
+        self.checks_tokens() || matches!(creds, Credentials::Login { .. })
+    }
+
+    fn check<'a>(
+        &'a self,
+        creds: &'a OwnedCredentials,
+    ) -> BoxFuture<'a, Result<Identity, CheckError>> {
+        Box::pin(self.check_now(creds))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.probe_now())
+    }
+
+    fn upstream(&self) -> String {
+        self.url.clone()
+    }
+}
+
 impl MediaBrowser {
     pub fn new(flavor: Flavor, url: &str, timeout: std::time::Duration) -> Self {
         MediaBrowser {
@@ -86,7 +149,7 @@ impl MediaBrowser {
         self.flavor == Flavor::Jellyfin
     }
 
-    pub async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
+    async fn check_now(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
         match creds {
             OwnedCredentials::Login { user, password } => self.login(user, password).await,
             OwnedCredentials::Token(token) if self.checks_tokens() => {
@@ -97,7 +160,7 @@ impl MediaBrowser {
     }
 
     /// `GET /System/Info/Public`: answers without credentials on both servers.
-    pub async fn probe(&self) -> Result<(), String> {
+    async fn probe_now(&self) -> Result<(), String> {
         let resp = self
             .http
             .get(format!("{}/System/Info/Public", self.url))

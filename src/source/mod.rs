@@ -4,6 +4,8 @@
 //! the account sources (Jellyfin, Emby, Plex, OIDC password login) in the order their sections
 //! appear in the config.
 
+use crate::source::backend::AccountKind;
+
 pub mod account;
 pub mod backend;
 pub mod jwks;
@@ -13,3 +15,18 @@ pub mod oidc;
 pub mod plex;
 pub mod upstream;
 pub mod users;
+
+/// Every kind of account source. A new one is its own file implementing
+/// `backend::Backend` with an `AccountKind`, and one line here: its config section, metrics
+/// label, readiness and `explain` follow from this list.
+pub const ACCOUNT_KINDS: &[&AccountKind] = &[
+    &mediabrowser::JELLYFIN,
+    &mediabrowser::EMBY,
+    &plex::PLEX,
+    &oidc::OIDC,
+];
+
+/// The registered kind named `name`.
+pub fn account_kind(name: &str) -> Option<&'static AccountKind> {
+    ACCOUNT_KINDS.iter().copied().find(|k| k.name == name)
+}

@@ -7,22 +7,77 @@
 //! to permissions exactly like a `[jwt]` token (claim and roles). The provider's own brute-force
 //! protection still applies; the shared failure limit keeps us from tripping it for a viewer.
 
-use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::source::backend::{CheckError, Identity, OwnedCredentials};
-use crate::source::jwt::{Jwt, JwtError};
+pub use crate::config::reader::Secret;
+use crate::config::reader::Table;
+use crate::source::account::settings::AccountSettings;
+use crate::source::backend::{
+    AccountKind, Backend, BoxFuture, CheckError, Credentials, Identity, OwnedCredentials,
+};
+use crate::source::jwks::{FetchPolicy, KeySource, KeyStore};
+use crate::source::jwt::{self, Jwt, JwtError};
 use crate::source::upstream::{self, UpstreamError};
 
-/// A secret read from the config, a file or the environment. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+/// `[oidc]`: the token's claim and `[[oidc.roles]]` give permissions, not the section.
+pub const OIDC: AccountKind = AccountKind {
+    name: "oidc",
+    default_actions: &[],
+    config_permissions: false,
+    read,
+};
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
+/// The section's own keys: the provider and client, and how its tokens are validated (the
+/// keys it shares with `[jwt]`, read by `jwt::config::read_shared`).
+fn read(t: &mut Table<'_>, settings: &mut AccountSettings) -> Option<Arc<dyn Backend>> {
+    let errs = t.errs();
+    let discovery_url = t.url("discovery_url");
+    if discovery_url.is_none() && !t.has("discovery_url") {
+        t.problem("[oidc] needs discovery_url".into());
     }
+    let token_endpoint = t.url("token_endpoint");
+    let client_id = match t.string("client_id") {
+        Some(id) if !id.value.is_empty() => Some(id.value),
+        Some(id) => {
+            errs.push(id.span, "client_id: must not be empty".into());
+            None
+        }
+        None => {
+            if !t.has("client_id") {
+                t.problem("[oidc] needs client_id".into());
+            }
+            None
+        }
+    };
+    let client_secret = t.secret("client_secret", "client_secret_file", "client_secret_env");
+    let scope = t
+        .string("scope")
+        .map_or_else(|| "openid".to_owned(), |s| s.value);
+    let fetch = FetchPolicy {
+        timeout: settings.timeout,
+        ..FetchPolicy::default()
+    };
+    let config = jwt::config::read_shared(
+        t,
+        discovery_url.map(KeySource::Discovery),
+        "preferred_username",
+        fetch,
+        Duration::from_secs(300),
+    );
+    let client = OidcClient {
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scope,
+        token_endpoint,
+    };
+    Some(Arc::new(OidcPassword::new(
+        Jwt::new(config?),
+        client,
+        settings.timeout,
+    )))
 }
 
 /// `[oidc]`'s client settings, checked.
@@ -41,6 +96,33 @@ pub struct OidcPassword {
     http: reqwest::Client,
 }
 
+impl Backend for OidcPassword {
+    /// The password grant takes a user name and password only.
+    fn accepts(&self, creds: &Credentials) -> bool {
+        matches!(creds, Credentials::Login { .. })
+    }
+
+    fn check<'a>(
+        &'a self,
+        creds: &'a OwnedCredentials,
+    ) -> BoxFuture<'a, Result<Identity, CheckError>> {
+        Box::pin(self.check_now(creds))
+    }
+
+    /// Never called: the key refresh tells whether the provider answers.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn upstream(&self) -> String {
+        format!("{:?}", self.jwt.keys.source())
+    }
+
+    fn key_store(&self) -> Option<&Arc<KeyStore>> {
+        Some(&self.jwt.keys)
+    }
+}
+
 impl OidcPassword {
     pub fn new(jwt: Jwt, client: OidcClient, timeout: std::time::Duration) -> Self {
         OidcPassword {
@@ -50,7 +132,7 @@ impl OidcPassword {
         }
     }
 
-    pub async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
+    async fn check_now(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
         let OwnedCredentials::Login { user, password } = creds else {
             return Err(CheckError::Rejected("not a login"));
         };

@@ -6,13 +6,57 @@
 //! one). With `password_login = true`, a user name and password are instead exchanged for a token
 //! at `POST /api/v2/users/signin` first; Plex discourages that for third-party apps, hence opt-in.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::source::backend::{device_id, CheckError, Identity, OwnedCredentials};
+use crate::config::reader::Table;
+use crate::permission::Action;
+use crate::source::account::settings::AccountSettings;
+use crate::source::backend::{
+    device_id, AccountKind, Backend, BoxFuture, CheckError, Credentials, Identity, OwnedCredentials,
+};
 use crate::source::upstream::{self, UpstreamError};
 
 pub const DEFAULT_API_URL: &str = "https://plex.tv";
+
+/// `[plex]`.
+pub const PLEX: AccountKind = AccountKind {
+    name: "plex",
+    default_actions: &[Action::Read, Action::Playback],
+    config_permissions: true,
+    read,
+};
+
+/// The section's own keys: `server` (required), `api_url`, `password_login`.
+fn read(t: &mut Table<'_>, settings: &mut AccountSettings) -> Option<Arc<dyn Backend>> {
+    let server = match t.string("server") {
+        Some(s) if !s.value.is_empty() => Some(s.value),
+        Some(s) => {
+            t.errs().push(s.span, "server: must not be empty".into());
+            None
+        }
+        None => {
+            if !t.has("server") {
+                t.problem("[plex] needs server (the server's machine identifier or name)".into());
+            }
+            None
+        }
+    };
+    let api_url = match t.url("api_url") {
+        Some(u) => u,
+        None if t.has("api_url") => return None,
+        None => DEFAULT_API_URL.to_owned(),
+    };
+    let password_login = t.bool("password_login").unwrap_or(false);
+    Some(Arc::new(Plex::new(
+        &api_url,
+        &server?,
+        password_login,
+        settings.timeout,
+    )))
+}
 
 pub struct Plex {
     /// Without a trailing slash.
@@ -44,6 +88,33 @@ struct Resource {
     provides: String,
     #[serde(default)]
     owned: bool,
+}
+
+impl Backend for Plex {
+    fn accepts(&self, _: &Credentials) -> bool {
+        true
+    }
+
+    /// Without `password_login` the name is ignored (the password is a token): counting it
+    /// would let two typos by anyone turn away everyone typing that name.
+    fn names_accounts(&self) -> bool {
+        self.password_login
+    }
+
+    fn check<'a>(
+        &'a self,
+        creds: &'a OwnedCredentials,
+    ) -> BoxFuture<'a, Result<Identity, CheckError>> {
+        Box::pin(self.check_now(creds))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.probe_now())
+    }
+
+    fn upstream(&self) -> String {
+        self.api_url.clone()
+    }
 }
 
 impl Plex {
@@ -79,7 +150,7 @@ impl Plex {
         self.password_login
     }
 
-    pub async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
+    async fn check_now(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
         let signed_in;
         let token = match creds {
             OwnedCredentials::Token(token) => token.as_str(),
@@ -168,7 +239,7 @@ impl Plex {
 
     /// Any HTTP answer from the user call without a token (plex.tv says 401) shows the API is
     /// there.
-    pub async fn probe(&self) -> Result<(), String> {
+    async fn probe_now(&self) -> Result<(), String> {
         let resp = self
             .request(reqwest::Method::GET, "/api/v2/user")
             .send()

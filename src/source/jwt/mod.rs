@@ -18,6 +18,8 @@
 //! token was verified (`KeyStore::generation`): a key that leaves the set takes its tokens with
 //! it at that refresh.
 
+pub mod config;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

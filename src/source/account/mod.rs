@@ -21,6 +21,7 @@
 //! The lookup (`AccountSource::lookup`) is synchronous and allocation-free, for the policy's hot
 //! path; the upstream call (`AccountSource::fetch`) is async and run by the verifier.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -31,16 +32,18 @@ use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
 use crate::cache::{FailureCounts, SecretHasher, TtlMap};
+use crate::config::reader::Table;
 pub use crate::decision::AccountDeny;
 use crate::decision::Source;
 use crate::permission::{self, Permission};
 use crate::request::Request;
-pub use crate::source::backend::{device_id, CheckError, Credentials, Identity, OwnedCredentials};
+pub use crate::source::backend::{
+    device_id, AccountKind, Backend, CheckError, Credentials, Identity, OwnedCredentials,
+};
 use crate::source::jwks::KeyStore;
-use crate::source::jwt::{Jwt, JwtConfig};
-use crate::source::mediabrowser::{Flavor, MediaBrowser};
-use crate::source::oidc::{OidcClient, OidcPassword};
-use crate::source::plex::Plex;
+pub use settings::{AccountSettings, Override};
+
+pub mod settings;
 
 /// How long a source is skipped after its upstream failed.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -62,126 +65,48 @@ impl Grant {
     }
 }
 
-/// `[[<source>.overrides]]`: permissions for one account by name.
-#[derive(Debug, Clone)]
-pub struct Override {
-    /// Lower-cased: names compare without regard to case, as the media servers compare them.
-    pub user: String,
-    pub permissions: Vec<Permission>,
-    /// Replace the account's permissions instead of adding to them.
-    pub replace: bool,
-}
-
-/// The keys every account section shares, checked.
-#[derive(Debug, Clone)]
-pub struct AccountSettings {
-    pub permissions: Vec<Permission>,
-    pub admin_permissions: Vec<Permission>,
-    pub overrides: Vec<Override>,
-    /// With entries, accounts without remote access are allowed only from these networks.
-    pub local_networks: Vec<IpNet>,
-    pub timeout: Duration,
-    pub cache_ttl: Duration,
-    pub failure_ttl: Duration,
-    pub stale_grace: Duration,
-    pub cache_capacity: u64,
-    pub max_failures: u32,
-    pub failure_window: Duration,
-}
-
-impl Default for AccountSettings {
-    fn default() -> Self {
-        AccountSettings {
-            permissions: Vec::new(),
-            admin_permissions: Vec::new(),
-            overrides: Vec::new(),
-            local_networks: Vec::new(),
-            timeout: Duration::from_secs(3),
-            cache_ttl: Duration::from_secs(300),
-            failure_ttl: Duration::from_secs(10),
-            stale_grace: Duration::from_secs(3600),
-            cache_capacity: 100_000,
-            // Jellyfin locks an account at its third failed login.
-            max_failures: 2,
-            failure_window: Duration::from_secs(900),
-        }
-    }
-}
-
-/// An account section, checked.
-#[derive(Debug, Clone)]
+/// An account section, checked: its kind, where it is, its shared settings and its backend.
 pub struct AccountConfig {
-    pub kind: AccountKind,
+    pub kind: &'static AccountKind,
     /// The section's line in the file.
     pub line: usize,
     pub settings: AccountSettings,
+    pub backend: Arc<dyn Backend>,
 }
 
-#[derive(Debug, Clone)]
-pub enum AccountKind {
-    Jellyfin {
-        url: String,
-    },
-    Emby {
-        url: String,
-    },
-    Plex {
-        api_url: String,
-        server: String,
-        password_login: bool,
-    },
-    Oidc {
-        jwt: Box<JwtConfig>,
-        client: OidcClient,
-    },
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("kind", &self.kind.name)
+            .field("line", &self.line)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
-/// The upstream behind a source.
-pub enum Backend {
-    MediaBrowser(MediaBrowser),
-    Plex(Plex),
-    Oidc(Box<OidcPassword>),
-}
-
-impl Backend {
-    /// Whether a login's user name names an upstream account, and so whether rejected logins
-    /// are counted per name. Plex without `password_login` ignores the name (the password is a
-    /// token): counting it would let two typos by anyone turn away everyone typing that name.
-    fn names_accounts(&self) -> bool {
-        match self {
-            Backend::Plex(p) => p.password_login(),
-            Backend::MediaBrowser(_) | Backend::Oidc(_) => true,
-        }
+/// Reads the account section `[kind.name]`: the shared keys here, the kind's own keys by its
+/// `read`; any key neither took is reported as not the section's.
+pub fn read_section(kind: &'static AccountKind, mut t: Table<'_>) -> Option<AccountConfig> {
+    let errs = t.errs();
+    let before = errs.count();
+    let line = t.line();
+    let mut settings = settings::read(
+        &mut t,
+        kind.name,
+        kind.default_actions,
+        kind.config_permissions,
+    );
+    let backend = (kind.read)(&mut t, &mut settings);
+    t.finish_with(|key| format!("{key} is not a [{}] key", kind.name));
+    if errs.count() > before {
+        return None;
     }
-
-    async fn check(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
-        match self {
-            Backend::MediaBrowser(b) => b.check(creds).await,
-            Backend::Plex(b) => b.check(creds).await,
-            Backend::Oidc(b) => b.check(creds).await,
-        }
-    }
-
-    /// Asks the upstream something cheap and public, to learn that it answers at all.
-    async fn probe(&self) -> Result<(), String> {
-        match self {
-            Backend::MediaBrowser(b) => b.probe().await,
-            Backend::Plex(b) => b.probe().await,
-            // Its key refresh tells.
-            Backend::Oidc(_) => Ok(()),
-        }
-    }
-
-    fn accepts(&self, creds: &Credentials) -> bool {
-        match self {
-            // The password grant takes a user name and password only.
-            Backend::Oidc(_) => matches!(creds, Credentials::Login { .. }),
-            Backend::MediaBrowser(b) => {
-                b.checks_tokens() || matches!(creds, Credentials::Login { .. })
-            }
-            Backend::Plex(_) => true,
-        }
-    }
+    Some(AccountConfig {
+        kind,
+        line,
+        settings,
+        backend: backend?,
+    })
 }
 
 /// Counters for `/readyz` and metrics.
@@ -251,7 +176,7 @@ pub struct AccountSource {
     pub kind: Source,
     /// The section's line in the config, for `explain`.
     pub line: usize,
-    backend: Backend,
+    backend: Arc<dyn Backend>,
     settings: AccountSettings,
     /// The hot cache: read by every cached decision.
     slots: TtlMap<u128, Arc<Slot>>,
@@ -269,33 +194,20 @@ pub struct AccountSource {
 
 impl AccountSource {
     pub fn from_config(config: AccountConfig) -> Self {
-        let timeout = config.settings.timeout;
-        let (kind, backend) = match config.kind {
-            AccountKind::Jellyfin { url } => (
-                Source::Jellyfin,
-                Backend::MediaBrowser(MediaBrowser::new(Flavor::Jellyfin, &url, timeout)),
-            ),
-            AccountKind::Emby { url } => (
-                Source::Emby,
-                Backend::MediaBrowser(MediaBrowser::new(Flavor::Emby, &url, timeout)),
-            ),
-            AccountKind::Plex {
-                api_url,
-                server,
-                password_login,
-            } => (
-                Source::Plex,
-                Backend::Plex(Plex::new(&api_url, &server, password_login, timeout)),
-            ),
-            AccountKind::Oidc { jwt, client } => (
-                Source::Oidc,
-                Backend::Oidc(Box::new(OidcPassword::new(Jwt::new(*jwt), client, timeout))),
-            ),
-        };
-        AccountSource::new(kind, config.line, backend, config.settings)
+        AccountSource::new(
+            Source::Account(config.kind.name),
+            config.line,
+            config.backend,
+            config.settings,
+        )
     }
 
-    pub fn new(kind: Source, line: usize, backend: Backend, settings: AccountSettings) -> Self {
+    pub fn new(
+        kind: Source,
+        line: usize,
+        backend: Arc<dyn Backend>,
+        settings: AccountSettings,
+    ) -> Self {
         AccountSource {
             kind,
             line,
@@ -323,15 +235,17 @@ impl AccountSource {
         self.backend.accepts(creds)
     }
 
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    /// The key set this source's tokens are verified against, if it has one.
+    pub fn key_store(&self) -> Option<&Arc<KeyStore>> {
+        self.backend.key_store()
     }
 
-    /// True once the upstream has answered anything (a probe or a check).
+    /// True once the upstream has answered anything (a probe or a check), or for a source
+    /// with a key set, while its keys are usable.
     pub fn is_ready(&self) -> bool {
-        match &self.backend {
-            Backend::Oidc(o) => o.jwt.keys.is_ready(),
-            _ => self.answered.load(Ordering::Relaxed),
+        match self.backend.key_store() {
+            Some(keys) => keys.is_ready(),
+            None => self.answered.load(Ordering::Relaxed),
         }
     }
 
@@ -555,8 +469,8 @@ impl AccountSource {
     pub async fn run_background(source: Weak<AccountSource>) {
         loop {
             let Some(this) = source.upgrade() else { return };
-            if let Backend::Oidc(o) = &this.backend {
-                let keys = Arc::downgrade(&o.jwt.keys);
+            if let Some(keys) = this.backend.key_store() {
+                let keys = Arc::downgrade(keys);
                 drop(this);
                 return KeyStore::run_refresh_loop(keys).await;
             }
@@ -579,11 +493,7 @@ impl AccountSource {
 
     /// Where this source's answers come from; equal for two sources that ask the same upstream.
     fn upstream(&self) -> String {
-        match &self.backend {
-            Backend::MediaBrowser(b) => format!("{}:{}", self.name(), b.url()),
-            Backend::Plex(b) => format!("plex:{}", b.api_url()),
-            Backend::Oidc(o) => format!("oidc:{:?}", o.jwt.keys.source()),
-        }
+        format!("{}:{}", self.name(), self.backend.upstream())
     }
 
     /// Takes over what a source from the previous config knew about the same upstream: that it
@@ -597,8 +507,8 @@ impl AccountSource {
             self.answered.store(true, Ordering::Relaxed);
         }
         self.stats.carry_over(&old.stats);
-        if let (Backend::Oidc(new), Backend::Oidc(old)) = (&self.backend, &old.backend) {
-            new.jwt.keys.adopt(&old.jwt.keys);
+        if let (Some(new), Some(old)) = (self.backend.key_store(), old.backend.key_store()) {
+            new.adopt(old);
         }
     }
 }
