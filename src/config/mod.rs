@@ -7,6 +7,7 @@
 //! an operator fixes a file in one pass. A `Config` that exists is valid: the hot path never
 //! re-checks anything.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use toml_edit::ImDocument;
@@ -17,6 +18,7 @@ use crate::source::users::User;
 
 pub mod reader;
 pub mod server;
+pub mod split;
 pub mod users;
 
 pub use reader::{ConfigError, Problem, Secrets};
@@ -76,35 +78,47 @@ impl Config {
     /// Like `parse`, choosing what an unreadable `*_file` or unset `*_env` secret is.
     pub fn parse_with(text: &str, file: &str, secrets: Secrets) -> Result<Config, ConfigError> {
         let errs = Problems::new(file, text, secrets);
-        let doc = match ImDocument::parse(text) {
+        // The `[[users]]` entries are parsed one by one (see `split`), the rest as one document.
+        let split = split::users(text);
+        let rest = match &split {
+            Some(split) => Cow::Owned(split.rest(text)),
+            None => Cow::Borrowed(text),
+        };
+        let doc = match ImDocument::parse(&*rest) {
             Ok(doc) => doc,
             Err(e) => {
-                // Some syntax errors come without a message (the error's Display is then only
-                // an excerpt of the file, which could hold a secret): say what we can.
-                let message = match e.message().trim() {
-                    "" => match e.span().and_then(|sp| text.get(sp.start..)?.chars().next()) {
-                        Some(c) if c.is_control() => {
-                            format!(
-                                "invalid TOML syntax: unexpected control character U+{:04X}",
-                                c as u32
-                            )
-                        }
-                        _ => "invalid TOML syntax".to_owned(),
-                    },
-                    m => m.to_owned(),
-                };
-                errs.push(e.span().unwrap_or(0..0), message);
+                syntax_error(&errs, &e, text, 0);
                 return Err(errs.finish().unwrap_err());
             }
         };
         let mut root = Table::new(doc.as_table(), 0..0, &errs);
         let server = root.table("server").map(server::read).unwrap_or_default();
-        let users = root
-            .tables("users")
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(users::read)
-            .collect();
+        let users = match &split {
+            None => root
+                .tables("users")
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(users::read)
+                .collect(),
+            Some(split) => {
+                if root.has("users") {
+                    errs.push(root.span_of("users"), "duplicate key `users`".into());
+                }
+                let mut users = Vec::with_capacity(split.users.len());
+                for range in &split.users {
+                    match ImDocument::parse(&text[range.clone()]) {
+                        Ok(doc) => {
+                            let mut entry = Table::at(doc.as_table(), 0..0, &errs, range.start);
+                            let tables = entry.tables("users").unwrap_or_default();
+                            users.extend(tables.into_iter().filter_map(users::read));
+                            entry.finish();
+                        }
+                        Err(e) => syntax_error(&errs, &e, text, range.start),
+                    }
+                }
+                users
+            }
+        };
         let jwt = root.table("jwt").and_then(crate::source::jwt::config::read);
         let mut sections: Vec<_> = crate::source::ACCOUNT_KINDS
             .iter()
@@ -125,6 +139,24 @@ impl Config {
             accounts,
         })
     }
+}
+
+/// Reports a TOML syntax error of the document that starts at byte `base` of `text`.
+fn syntax_error(errs: &Problems, e: &toml_edit::TomlError, text: &str, base: usize) {
+    let span = e.span().map_or(base..base, |s| s.start + base..s.end + base);
+    // Some syntax errors come without a message (the error's Display is then only an excerpt
+    // of the file, which could hold a secret): say what we can.
+    let message = match e.message().trim() {
+        "" => match text.get(span.start..).and_then(|s| s.chars().next()) {
+            Some(c) if c.is_control() => format!(
+                "invalid TOML syntax: unexpected control character U+{:04X}",
+                c as u32
+            ),
+            _ => "invalid TOML syntax".to_owned(),
+        },
+        m => m.to_owned(),
+    };
+    errs.push(span, message);
 }
 
 #[cfg(test)]

@@ -184,16 +184,45 @@ pub struct Table<'a> {
     span: Range<usize>,
     errs: &'a Problems<'a>,
     taken: Vec<&'a str>,
+    /// Where the document this table is in starts in the file: a `[[users]]` entry is parsed
+    /// on its own (`config::split`), so its positions are relative to the entry.
+    base: usize,
 }
 
 impl<'a> Table<'a> {
     pub fn new(table: &'a dyn TableLike, span: Range<usize>, errs: &'a Problems<'a>) -> Self {
+        Table::at(table, span, errs, 0)
+    }
+
+    /// A table of a document that starts at byte `base` of the file; `span` is relative to it.
+    pub fn at(
+        table: &'a dyn TableLike,
+        span: Range<usize>,
+        errs: &'a Problems<'a>,
+        base: usize,
+    ) -> Self {
         Table {
             table,
-            span,
+            span: span.start + base..span.end + base,
             errs,
             taken: Vec::new(),
+            base,
         }
+    }
+
+    /// A position in this table's document, as a position in the file.
+    fn abs(&self, span: Option<Range<usize>>) -> Option<Range<usize>> {
+        span.map(|s| s.start + self.base..s.end + self.base)
+    }
+
+    /// A table inside this one: same document, same base. Without a position of its own, it
+    /// is placed at `key`.
+    fn child(&self, table: &'a dyn TableLike, span: Option<Range<usize>>, key: &str) -> Self {
+        let span = span.unwrap_or_else(|| {
+            let s = self.span_of(key);
+            s.start - self.base..s.end - self.base
+        });
+        Table::at(table, span, self.errs, self.base)
     }
 
     /// Where the table starts: its `[header]`, or its `{`.
@@ -224,7 +253,9 @@ impl<'a> Table<'a> {
     /// The position of `key`'s value (its key when the value has none).
     pub fn span_of(&self, key: &str) -> Range<usize> {
         match self.table.get_key_value(key) {
-            Some((k, item)) => item.span().or_else(|| k.span()).unwrap_or(self.span()),
+            Some((k, item)) => self
+                .abs(item.span().or_else(|| k.span()))
+                .unwrap_or(self.span()),
             None => self.span(),
         }
     }
@@ -310,10 +341,10 @@ impl<'a> Table<'a> {
             match v.as_str() {
                 Some(s) => out.push(Spanned {
                     value: s.to_owned(),
-                    span: v.span().unwrap_or(self.span_of(key)),
+                    span: self.abs(v.span()).unwrap_or(self.span_of(key)),
                 }),
                 None => self.errs.push(
-                    v.span().unwrap_or(self.span_of(key)),
+                    self.abs(v.span()).unwrap_or(self.span_of(key)),
                     format!("{key}: expected an array of strings"),
                 ),
             }
@@ -326,11 +357,7 @@ impl<'a> Table<'a> {
         let item = self.item(key)?;
         let errs = self.errs;
         if let Some(list) = item.as_array_of_tables() {
-            return Some(
-                list.iter()
-                    .map(|t| Table::new(t, t.span().unwrap_or(self.span_of(key)), errs))
-                    .collect(),
-            );
+            return Some(list.iter().map(|t| self.child(t, t.span(), key)).collect());
         }
         let Some(array) = item.as_array() else {
             self.wrong_type(key, "an array of tables");
@@ -339,11 +366,9 @@ impl<'a> Table<'a> {
         let mut out = Vec::with_capacity(array.len());
         for v in array {
             match v {
-                Value::InlineTable(t) => {
-                    out.push(Table::new(t, t.span().unwrap_or(self.span_of(key)), errs))
-                }
+                Value::InlineTable(t) => out.push(self.child(t, t.span(), key)),
                 _ => errs.push(
-                    v.span().unwrap_or(self.span_of(key)),
+                    self.abs(v.span()).unwrap_or(self.span_of(key)),
                     format!("{key}: expected an array of tables"),
                 ),
             }
@@ -356,12 +381,8 @@ impl<'a> Table<'a> {
         let item = self.item(key)?;
         match item.as_table_like() {
             Some(t) => {
-                let span = item
-                    .as_table()
-                    .and_then(|t| t.span())
-                    .or_else(|| item.span())
-                    .unwrap_or(self.span_of(key));
-                Some(Table::new(t, span, self.errs))
+                let span = item.as_table().and_then(|t| t.span()).or_else(|| item.span());
+                Some(self.child(t, span, key))
             }
             None => {
                 self.wrong_type(key, "a table");
@@ -468,6 +489,7 @@ impl<'a> Table<'a> {
             } else {
                 key_span
             };
+            let span = self.abs(span);
             self.errs.push(span.unwrap_or(self.span()), message(key));
         }
     }
