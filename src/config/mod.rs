@@ -143,7 +143,9 @@ impl Config {
 
 /// Reports a TOML syntax error of the document that starts at byte `base` of `text`.
 fn syntax_error(errs: &Problems, e: &toml_edit::TomlError, text: &str, base: usize) {
-    let span = e.span().map_or(base..base, |s| s.start + base..s.end + base);
+    let span = e
+        .span()
+        .map_or(base..base, |s| s.start + base..s.end + base);
     // Some syntax errors come without a message (the error's Display is then only an excerpt
     // of the file, which could hold a secret): say what we can.
     let message = match e.message().trim() {

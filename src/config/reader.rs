@@ -381,7 +381,10 @@ impl<'a> Table<'a> {
         let item = self.item(key)?;
         match item.as_table_like() {
             Some(t) => {
-                let span = item.as_table().and_then(|t| t.span()).or_else(|| item.span());
+                let span = item
+                    .as_table()
+                    .and_then(|t| t.span())
+                    .or_else(|| item.span());
                 Some(self.child(t, span, key))
             }
             None => {
