@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use crate::credential::{Credential, CredentialError};
 use crate::limiter::Limits;
-use crate::permission::{Action, PathMatcher, Permission};
+use crate::permission::{Action, PathInterner, PathMatcher, Permission};
 use crate::source::account::{AccountConfig, AccountKind, AccountSettings, Override};
 use crate::source::jwks::{FetchPolicy, KeySource};
 use crate::source::jwt::{JwtConfig, RoleMapping};
@@ -304,10 +304,11 @@ impl Config {
             Some(s) => build_server(s.into_inner(), &mut errs),
             None => ServerConfig::default(),
         };
+        let mut paths = PathInterner::default();
         let users = raw
             .users
             .into_iter()
-            .filter_map(|u| build_user(u, &mut errs))
+            .filter_map(|u| build_user(u, &mut errs, &mut paths))
             .collect();
         let jwt = raw.jwt.and_then(|j| build_jwt(j, &mut errs));
         let mut sections: Vec<_> = [
@@ -555,6 +556,7 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
         in_range(raw.cache_ttl_secs, "cache_ttl_secs", 1, day, errs),
         300,
     );
+    let mut paths = PathInterner::default();
     let roles = raw
         .roles
         .into_iter()
@@ -566,7 +568,7 @@ fn build_jwt(raw: Spanned<RawJwt>, errs: &mut Problems) -> Option<JwtConfig> {
             let permissions = r
                 .permissions
                 .into_iter()
-                .filter_map(|p| build_permission(p.get_ref(), errs))
+                .filter_map(|p| build_permission(p.get_ref(), errs, &mut paths))
                 .collect();
             RoleMapping {
                 claim,
@@ -881,11 +883,12 @@ fn build_account_settings(
     ) {
         s.failure_window = Duration::from_secs(n);
     }
-    let perms = |list: &Option<Spanned<Vec<Spanned<RawPermission>>>>, errs: &mut Problems| {
+    let mut paths = PathInterner::default();
+    let mut perms = |list: &Option<Spanned<Vec<Spanned<RawPermission>>>>, errs: &mut Problems| {
         list.as_ref().map(|l| {
             l.get_ref()
                 .iter()
-                .filter_map(|p| build_permission(p.get_ref(), errs))
+                .filter_map(|p| build_permission(p.get_ref(), errs, &mut paths))
                 .collect::<Vec<_>>()
         })
     };
@@ -912,7 +915,7 @@ fn build_account_settings(
             let permissions = o
                 .permissions
                 .iter()
-                .filter_map(|p| build_permission(p.get_ref(), errs))
+                .filter_map(|p| build_permission(p.get_ref(), errs, &mut paths))
                 .collect();
             s.overrides.push(Override {
                 user: o.user.get_ref().to_lowercase(),
@@ -1059,7 +1062,11 @@ fn read_secret(
     Some(Some(Secret(value)))
 }
 
-fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
+fn build_user(
+    raw: Spanned<RawUser>,
+    errs: &mut Problems,
+    paths: &mut PathInterner,
+) -> Option<User> {
     let (line, _) = errs.line_col(raw.span().start);
     let raw = raw.into_inner();
     let before = errs.list.len();
@@ -1118,7 +1125,7 @@ fn build_user(raw: Spanned<RawUser>, errs: &mut Problems) -> Option<User> {
     let permissions = raw
         .permissions
         .into_iter()
-        .filter_map(|p| build_permission(p.get_ref(), errs))
+        .filter_map(|p| build_permission(p.get_ref(), errs, paths))
         .collect();
 
     if errs.list.len() > before {
@@ -1143,7 +1150,11 @@ fn parse_net(s: &str) -> Option<IpNet> {
     Some(crate::source::users::canonical_net(net))
 }
 
-fn build_permission(raw: &RawPermission, errs: &mut Problems) -> Option<Permission> {
+fn build_permission(
+    raw: &RawPermission,
+    errs: &mut Problems,
+    paths: &mut PathInterner,
+) -> Option<Permission> {
     let action = match raw.action.get_ref().parse::<Action>() {
         Ok(a) => Some(a),
         Err(e) => {
@@ -1156,7 +1167,7 @@ fn build_permission(raw: &RawPermission, errs: &mut Problems) -> Option<Permissi
     };
     let path = match &raw.path {
         None => Some(PathMatcher::Any),
-        Some(p) => match PathMatcher::parse(p.get_ref()) {
+        Some(p) => match paths.parse(p.get_ref()) {
             Ok(m) => Some(m),
             Err(e) => {
                 let msg = e.to_string().replace('\n', " ");
