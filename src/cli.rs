@@ -17,7 +17,6 @@ use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::Request;
 use crate::source::account::Backend;
-use crate::source::users::UserName;
 use crate::verifier::Verifier;
 
 /// Said by `check` and `serve` of a config under which every request is denied.
@@ -351,14 +350,14 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                     Ok(true) => "argon2 credential did not verify",
                     Ok(false) => "matched", // unreachable for a deny; kept honest anyway
                 };
-                let name = match &user.name {
-                    UserName::Any => "any".to_owned(),
-                    UserName::Credential(c) => c.kind().to_owned() + " user",
+                let name = match user.name() {
+                    None => "any".to_owned(),
+                    Some(c) => c.kind().to_owned() + " user",
                 };
                 println!(
                     "  users #{} ({name}) at {file}:{}: {why}",
                     index + 1,
-                    user.line
+                    user.line()
                 );
             }
         }

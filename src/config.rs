@@ -24,7 +24,7 @@ use crate::source::jwks::{FetchPolicy, KeySource};
 use crate::source::jwt::{JwtConfig, RoleMapping};
 use crate::source::oidc::{OidcClient, Secret};
 use crate::source::plex::DEFAULT_API_URL;
-use crate::source::users::{User, UserName};
+use crate::source::users::{UserEntry, UserList, UserName};
 
 /// Where the service listens unless `[server] listen` or `--listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -36,7 +36,7 @@ pub struct Config {
     /// was checked (see [`Secrets`]). Always empty for a config that `serve` loads.
     pub warnings: Vec<Problem>,
     pub server: ServerConfig,
-    pub users: Vec<User>,
+    pub users: UserList,
     pub jwt: Option<JwtConfig>,
     /// `[jellyfin]`, `[emby]`, `[plex]` and `[oidc]`, in the order they appear in the file.
     pub accounts: Vec<AccountConfig>,
@@ -247,7 +247,7 @@ impl Config {
     pub fn grants_nothing(&self) -> bool {
         self.jwt.is_none()
             && self.accounts.is_empty()
-            && self.users.iter().all(|u| u.permissions.is_empty())
+            && self.users.iter().all(|u| !u.has_permissions())
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1066,7 +1066,7 @@ fn build_user(
     raw: Spanned<RawUser>,
     errs: &mut Problems,
     paths: &mut PathInterner,
-) -> Option<User> {
+) -> Option<UserEntry> {
     let (line, _) = errs.line_col(raw.span().start);
     let raw = raw.into_inner();
     let before = errs.list.len();
@@ -1131,7 +1131,7 @@ fn build_user(
     if errs.list.len() > before {
         return None;
     }
-    Some(User {
+    Some(UserEntry {
         name: name?,
         pass,
         ips,
