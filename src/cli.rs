@@ -179,6 +179,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Policy::new(config),
         Some(args.config.config.clone()),
     ));
+    reload::release_freed_memory();
     actix_web::rt::System::new().block_on(async move {
         let server = crate::server::start_live(listener.try_clone()?, Arc::clone(&live), None)?;
         actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL, stamp));
