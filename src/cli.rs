@@ -16,7 +16,6 @@ use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::Request;
-use crate::source::users::UserName;
 use crate::verifier::Verifier;
 
 /// Said by `check` and `serve` of a config under which every request is denied.
@@ -179,6 +178,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Policy::new(config),
         Some(args.config.config.clone()),
     ));
+    reload::release_freed_memory();
     actix_web::rt::System::new().block_on(async move {
         let server = crate::server::start_live(listener.try_clone()?, Arc::clone(&live), None)?;
         actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL, stamp));
@@ -350,14 +350,14 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                     Ok(true) => "argon2 credential did not verify",
                     Ok(false) => "matched", // unreachable for a deny; kept honest anyway
                 };
-                let name = match &user.name {
-                    UserName::Any => "any".to_owned(),
-                    UserName::Credential(c) => c.kind().to_owned() + " user",
+                let name = match user.name() {
+                    None => "any".to_owned(),
+                    Some(c) => c.kind().to_owned() + " user",
                 };
                 println!(
                     "  users #{} ({name}) at {file}:{}: {why}",
                     index + 1,
-                    user.line
+                    user.line()
                 );
             }
         }

@@ -39,6 +39,17 @@ pub enum Credential {
     Argon2(Argon2Hash),
 }
 
+/// A configured secret borrowed from wherever it is kept: a `Credential`, or the compact storage
+/// of `crate::source::users`, which packs thousands of names and passwords into one buffer
+/// instead of one allocation each. The comparisons are written here once, for both.
+#[derive(Clone, Copy)]
+pub enum CredentialRef<'a> {
+    /// Bytes of a plain value (MediaMTX's plain charset is ASCII).
+    Plain(&'a [u8]),
+    Sha256(&'a [u8; 32]),
+    Argon2(&'a Argon2Hash),
+}
+
 /// A validated argon2id/argon2i PHC string. Parsed once at load so that verification can
 /// never fail on a malformed hash.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,27 +79,53 @@ impl Credential {
         Ok(Credential::Plain(value.to_owned()))
     }
 
-    /// True when checking this credential costs an argon2 computation (milliseconds).
-    pub fn is_argon2(&self) -> bool {
-        matches!(self, Credential::Argon2(_))
+    /// The same credential, borrowed.
+    pub fn borrowed(&self) -> CredentialRef<'_> {
+        match self {
+            Credential::Plain(p) => CredentialRef::Plain(p.as_bytes()),
+            Credential::Sha256(d) => CredentialRef::Sha256(d),
+            Credential::Argon2(h) => CredentialRef::Argon2(h),
+        }
     }
 
-    /// Checks a guess. For argon2 this is slow: callers on an async runtime must run it on a
-    /// blocking thread (see `crate::verifier`).
+    /// True when checking this credential costs an argon2 computation (milliseconds).
+    pub fn is_argon2(&self) -> bool {
+        self.borrowed().is_argon2()
+    }
+
+    /// Checks a guess; see `CredentialRef::verify`.
     pub fn verify(&self, guess: &str) -> bool {
-        match self {
-            Credential::Plain(p) => ct_eq(p.as_bytes(), guess.as_bytes()),
-            Credential::Sha256(d) => bool::from(Sha256::digest(guess.as_bytes()).ct_eq(d)),
-            Credential::Argon2(h) => h.verify(guess),
-        }
+        self.borrowed().verify(guess)
     }
 
     /// A short name of the kind, for `explain` and debugging output.
     pub fn kind(&self) -> &'static str {
+        self.borrowed().kind()
+    }
+}
+
+impl CredentialRef<'_> {
+    /// True when checking this credential costs an argon2 computation (milliseconds).
+    pub fn is_argon2(self) -> bool {
+        matches!(self, CredentialRef::Argon2(_))
+    }
+
+    /// Checks a guess. For argon2 this is slow: callers on an async runtime must run it on a
+    /// blocking thread (see `crate::verifier`).
+    pub fn verify(self, guess: &str) -> bool {
         match self {
-            Credential::Plain(_) => "plain",
-            Credential::Sha256(_) => "sha256",
-            Credential::Argon2(_) => "argon2",
+            CredentialRef::Plain(p) => ct_eq(p, guess.as_bytes()),
+            CredentialRef::Sha256(d) => bool::from(Sha256::digest(guess.as_bytes()).ct_eq(d)),
+            CredentialRef::Argon2(h) => h.verify(guess),
+        }
+    }
+
+    /// A short name of the kind, for `explain` and debugging output.
+    pub fn kind(self) -> &'static str {
+        match self {
+            CredentialRef::Plain(_) => "plain",
+            CredentialRef::Sha256(_) => "sha256",
+            CredentialRef::Argon2(_) => "argon2",
         }
     }
 }
@@ -96,6 +133,12 @@ impl Credential {
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Credential::{}(***)", self.kind())
+    }
+}
+
+impl fmt::Debug for CredentialRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialRef::{}(***)", self.kind())
     }
 }
 
@@ -246,5 +289,6 @@ mod tests {
     fn debug_hides_secret() {
         let c = Credential::parse("supersecret").unwrap();
         assert!(!format!("{c:?}").contains("supersecret"));
+        assert!(!format!("{:?}", c.borrowed()).contains("supersecret"));
     }
 }

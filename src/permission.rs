@@ -8,10 +8,16 @@
 //! MediaMTX's regexes are Go's (RE2), whose `\d`, `\w`, `\s` and `\b` are ASCII only; the
 //! `regex` crate's are Unicode, so `~^cam\d$` would also grant `cam١` (an Arabic-Indic digit).
 //! `ascii_classes` rewrites a pattern to RE2's meaning before it compiles.
+//!
+//! A compiled regex costs tens of kilobytes and tens of microseconds, and large configs repeat a
+//! handful of patterns across thousands of users; `PathInterner` compiles each distinct pattern
+//! once per config load and the permissions share it.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use regex::Regex;
 
@@ -79,40 +85,77 @@ pub struct UnknownAction;
 pub enum PathMatcher {
     /// Empty path in the config: every path.
     Any,
-    Exact(String),
-    /// `~regex`, unanchored as in MediaMTX (Go's `MatchString`), compiled from
-    /// `ascii_classes(pattern)`.
-    Regex {
-        re: Regex,
-        /// The pattern as written (without the `~`): what `explain` and logs show.
-        pattern: Box<str>,
-    },
+    Exact(Box<str>),
+    /// `~regex`, unanchored as in MediaMTX (Go's `MatchString`). Shared: every permission with
+    /// the same pattern in one config points at the same compiled regex (`PathInterner`).
+    Regex(Arc<PathRegex>),
+}
+
+/// A compiled `~regex` path and the pattern it was written as.
+#[derive(Debug)]
+pub struct PathRegex {
+    /// Compiled from `ascii_classes(pattern)`.
+    re: Regex,
+    /// The pattern as written (without the `~`): what `explain` and logs show.
+    pattern: Box<str>,
+}
+
+impl PathRegex {
+    /// Compiles a pattern written after `~`.
+    fn compile(pattern: &str) -> Result<Self, Box<regex::Error>> {
+        match Regex::new(&ascii_classes(pattern)) {
+            Ok(re) => Ok(PathRegex {
+                re,
+                pattern: pattern.into(),
+            }),
+            // Reported against the pattern as written whenever that fails too, so the
+            // message quotes what the operator wrote, not our rewrite of it.
+            Err(e) => Err(Box::new(Regex::new(pattern).err().unwrap_or(e))),
+        }
+    }
+
+    pub fn is_match(&self, path: &str) -> bool {
+        self.re.is_match(path)
+    }
+
+    /// The pattern as written, without the `~`.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
 }
 
 impl PathMatcher {
+    /// Parses a path on its own, compiling a regex every time: for paths that arrive one at a
+    /// time (a token's claim). A config load goes through `PathInterner::parse`.
     pub fn parse(path: &str) -> Result<Self, Box<regex::Error>> {
+        PathMatcher::parse_with(path, |pattern| PathRegex::compile(pattern).map(Arc::new))
+    }
+
+    /// MediaMTX's reading of a path: empty is any path, `~` starts a regex (which `regex` turns
+    /// from the pattern into a compiled one), anything else is exact.
+    fn parse_with(
+        path: &str,
+        regex: impl FnOnce(&str) -> Result<Arc<PathRegex>, Box<regex::Error>>,
+    ) -> Result<Self, Box<regex::Error>> {
         if path.is_empty() {
             Ok(PathMatcher::Any)
         } else if let Some(pattern) = path.strip_prefix('~') {
-            match Regex::new(&ascii_classes(pattern)) {
-                Ok(re) => Ok(PathMatcher::Regex {
-                    re,
-                    pattern: pattern.into(),
-                }),
-                // Reported against the pattern as written whenever that fails too, so the
-                // message quotes what the operator wrote, not our rewrite of it.
-                Err(e) => Err(Box::new(Regex::new(pattern).err().unwrap_or(e))),
-            }
+            regex(pattern).map(PathMatcher::Regex)
         } else {
-            Ok(PathMatcher::Exact(path.to_owned()))
+            Ok(PathMatcher::Exact(path.into()))
         }
     }
 
     pub fn matches(&self, path: &str) -> bool {
+        self.borrowed().matches(path)
+    }
+
+    /// The same matcher without ownership, as `source::users` keeps its paths.
+    pub fn borrowed(&self) -> PathRef<'_> {
         match self {
-            PathMatcher::Any => true,
-            PathMatcher::Exact(p) => p == path,
-            PathMatcher::Regex { re, .. } => re.is_match(path),
+            PathMatcher::Any => PathRef::Any,
+            PathMatcher::Exact(p) => PathRef::Exact(p.as_bytes()),
+            PathMatcher::Regex(re) => PathRef::Regex(re),
         }
     }
 }
@@ -122,8 +165,53 @@ impl fmt::Display for PathMatcher {
         match self {
             PathMatcher::Any => f.write_str("any path"),
             PathMatcher::Exact(p) => write!(f, "{p:?}"),
-            PathMatcher::Regex { pattern, .. } => write!(f, "~{pattern}"),
+            PathMatcher::Regex(re) => write!(f, "~{}", re.pattern),
         }
+    }
+}
+
+/// A permission's path wherever it is stored: the one place MediaMTX's path rule is written
+/// down, for `PathMatcher` and for the users' compact copies alike.
+#[derive(Clone, Copy, Debug)]
+pub enum PathRef<'a> {
+    Any,
+    /// Compared as bytes: a request's path equals it or not, whatever its encoding.
+    Exact(&'a [u8]),
+    Regex(&'a PathRegex),
+}
+
+impl PathRef<'_> {
+    pub fn matches(self, path: &str) -> bool {
+        match self {
+            PathRef::Any => true,
+            PathRef::Exact(p) => p == path.as_bytes(),
+            PathRef::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+/// Compiles each distinct `~regex` once for one config load: a permission whose pattern was
+/// seen before gets the same `Arc<PathRegex>`. Sharing is sound because a compiled regex is
+/// immutable and `Regex` is safe to use from many threads; its scratch space lives in a pool
+/// that grows with the threads using it, not with the permissions holding it.
+#[derive(Default)]
+pub struct PathInterner {
+    compiled: HashMap<Box<str>, Arc<PathRegex>>,
+}
+
+impl PathInterner {
+    /// Parses a permission's path as `PathMatcher::parse` does, reusing a regex compiled for
+    /// the same pattern earlier in this load. A pattern that fails to compile is not kept, so
+    /// each place it is written is reported.
+    pub fn parse(&mut self, path: &str) -> Result<PathMatcher, Box<regex::Error>> {
+        PathMatcher::parse_with(path, |pattern| {
+            if let Some(re) = self.compiled.get(pattern) {
+                return Ok(Arc::clone(re));
+            }
+            let re = Arc::new(PathRegex::compile(pattern)?);
+            self.compiled.insert(pattern.into(), Arc::clone(&re));
+            Ok(re)
+        })
     }
 }
 
@@ -226,8 +314,14 @@ pub struct Permission {
 
 impl Permission {
     pub fn matches(&self, action: Action, path: &str) -> bool {
-        self.action == action && (!action.has_path() || self.path.matches(path))
+        grants(self.action, self.path.borrowed(), action, path)
     }
+}
+
+/// MediaMTX's rule for one permission: the action must be the one held, and for actions about a
+/// path (publish, read, playback) the path must match; api, metrics and pprof ignore the path.
+pub fn grants(held: Action, held_path: PathRef<'_>, action: Action, path: &str) -> bool {
+    held == action && (!action.has_path() || held_path.matches(path))
 }
 
 /// True when one of `perms` grants `action` on `path`.
@@ -341,6 +435,31 @@ mod tests {
         let e = PathMatcher::parse(r"~^cam\d+(").unwrap_err().to_string();
         assert!(e.contains(r"^cam\d+("), "{e}");
         assert!(!e.contains("[0-9]"), "{e}");
+    }
+
+    #[test]
+    fn one_load_compiles_each_pattern_once() {
+        let mut paths = PathInterner::default();
+        let regex = |m: PathMatcher| match m {
+            PathMatcher::Regex(re) => re,
+            other => panic!("not a regex: {other:?}"),
+        };
+        let a = regex(paths.parse("~^cam1/").unwrap());
+        let b = regex(paths.parse("~^cam1/").unwrap());
+        let c = regex(paths.parse("~^cam2/").unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        // The same text without `~` is an exact path, not the regex.
+        assert!(matches!(
+            paths.parse("^cam1/").unwrap(),
+            PathMatcher::Exact(_)
+        ));
+        assert!(matches!(paths.parse("").unwrap(), PathMatcher::Any));
+        // A bad pattern is reported every time it is written.
+        assert!(paths.parse("~(").is_err());
+        assert!(paths.parse("~(").is_err());
+        // A shared regex matches as its own copy would.
+        assert!(b.is_match("cam1/x") && !b.is_match("xcam1/"));
     }
 
     #[test]

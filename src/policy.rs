@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use crate::cache::{SecretHasher, TtlMap};
 use crate::config::{Config, ServerConfig};
-use crate::credential::{Argon2Hash, Credential};
+use crate::credential::{Argon2Hash, CredentialRef};
 use crate::decision::{AccountDeny, JwtError};
 pub use crate::decision::{Decision, DenyReason, Source, UserRule};
 use crate::request::Request;
 use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtOutcome};
-use crate::source::users::{UserName, Users};
+use crate::source::users::Users;
 
 /// Where a decision stands.
 pub enum Step {
@@ -89,13 +89,15 @@ pub struct Policy {
 impl Policy {
     pub fn new(config: Config) -> Self {
         let grants_nothing = config.grants_nothing();
-        let decoy = config.users.iter().find_map(|u| match &u.pass {
-            Some(Credential::Argon2(h)) => Some(h.decoy()),
-            _ => match &u.name {
-                UserName::Credential(Credential::Argon2(h)) => Some(h.decoy()),
+        let decoy = config
+            .users
+            .iter()
+            .find_map(|u| match (u.pass(), u.name()) {
+                (Some(CredentialRef::Argon2(h)), _) | (_, Some(CredentialRef::Argon2(h))) => {
+                    Some(h.decoy())
+                }
                 _ => None,
-            },
-        });
+            });
         Policy {
             users: Users::new(config.users),
             verified: TtlMap::new(config.server.cache_capacity, config.server.cache_ttl),
@@ -361,7 +363,7 @@ impl Policy {
             source: Source::Users,
             rule: Some(UserRule {
                 index,
-                line: self.users.get(index).line,
+                line: self.users.get(index).line(),
             }),
             cached,
         }

@@ -192,7 +192,28 @@ pub async fn watch_file(live: Arc<LivePolicy>, every: Duration, mut loaded: Stam
 async fn reload_off_runtime(live: &Arc<LivePolicy>) {
     let live = Arc::clone(live);
     // The outcome is logged and counted by `reload` itself.
-    let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let outcome = live.reload();
+        // Whether or not it was swapped in, the new file's parse is garbage now, and so is the
+        // old policy unless a request in flight still holds it.
+        release_freed_memory();
+        outcome
+    })
+    .await;
+}
+
+/// Hands the memory that loading a config freed back to the system. Parsing a large file
+/// allocates many times what the policy keeps (the whole TOML document); glibc's allocator keeps
+/// freed memory for reuse and returns only what lies at the top of its heaps, so without this a
+/// sidecar would go on holding the peak of its last load. Elsewhere it does nothing: other
+/// allocators return memory on their own terms.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes the allocator's own lock and only releases free pages; it
+    // touches no memory that is in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The file's inode, so that a file replaced by another of the same size and time is noticed.

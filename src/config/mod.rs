@@ -14,7 +14,7 @@ use toml_edit::ImDocument;
 
 use crate::source::account::{self, AccountConfig};
 use crate::source::jwt::JwtConfig;
-use crate::source::users::User;
+use crate::source::users::UserList;
 
 pub mod reader;
 pub mod server;
@@ -32,7 +32,7 @@ pub struct Config {
     /// was checked (see [`Secrets`]). Always empty for a config that `serve` loads.
     pub warnings: Vec<Problem>,
     pub server: ServerConfig,
-    pub users: Vec<User>,
+    pub users: UserList,
     pub jwt: Option<JwtConfig>,
     /// The account sections (`[jellyfin]`, `[plex]`, …), in the order they appear in the file.
     pub accounts: Vec<AccountConfig>,
@@ -46,7 +46,7 @@ impl Config {
     pub fn grants_nothing(&self) -> bool {
         self.jwt.is_none()
             && self.accounts.is_empty()
-            && self.users.iter().all(|u| u.permissions.is_empty())
+            && self.users.iter().all(|u| !u.has_permissions())
     }
 
     /// Reads and checks a config file.
@@ -104,18 +104,23 @@ impl Config {
                 if root.has("users") {
                     errs.push(root.span_of("users"), "duplicate key `users`".into());
                 }
-                let mut users = Vec::with_capacity(split.users.len());
+                // Straight into the compact list: no entry outlives its own reading.
+                let mut users = UserList::default();
                 for range in &split.users {
                     match ImDocument::parse(&text[range.clone()]) {
                         Ok(doc) => {
                             let mut entry = Table::at(doc.as_table(), 0..0, &errs, range.start);
-                            let tables = entry.tables("users").unwrap_or_default();
-                            users.extend(tables.into_iter().filter_map(users::read));
+                            for t in entry.tables("users").unwrap_or_default() {
+                                if let Some(user) = users::read(t) {
+                                    users.push(user);
+                                }
+                            }
                             entry.finish();
                         }
                         Err(e) => syntax_error(&errs, &e, text, range.start),
                     }
                 }
+                users.shrink_to_fit();
                 users
             }
         };

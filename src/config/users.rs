@@ -2,10 +2,10 @@
 
 use crate::config::reader::Table;
 use crate::credential::{Credential, CredentialError};
-use crate::source::users::{User, UserName};
+use crate::source::users::{UserEntry, UserName};
 
 /// One `[[users]]` entry, or `None` after reporting what is wrong with it.
-pub fn read(mut t: Table<'_>) -> Option<User> {
+pub fn read(mut t: Table<'_>) -> Option<UserEntry> {
     let errs = t.errs();
     let line = t.line();
     let before = errs.count();
@@ -56,7 +56,7 @@ pub fn read(mut t: Table<'_>) -> Option<User> {
     if errs.count() > before {
         return None;
     }
-    Some(User {
+    Some(UserEntry {
         name: name?,
         pass,
         ips,
