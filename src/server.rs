@@ -6,11 +6,12 @@
 //! large. Every non-2xx carries `{"error": "…"}`, which MediaMTX copies into its own log. Every
 //! decision and every refused request is also counted for `GET /metrics` (`crate::metrics`).
 //!
-//! No client can hold a connection for long (issue 15): its head must arrive within
-//! [`HEAD_TIMEOUT`], its body within [`body::BODY_TIMEOUT`], and each connection serves one
-//! request (see [`start_live`] for why there is no keep-alive). The connections held at once
-//! stay within the file descriptor limit ([`connections_per_worker`]). Nothing is limited per
-//! client address: every call comes from MediaMTX's one address.
+//! No client can hold a connection for long (issue 15): its first head must arrive within
+//! [`HEAD_TIMEOUT`], each body within [`body::BODY_TIMEOUT`], and on a kept-alive connection
+//! each further head within [`body::NEXT_HEAD_TIMEOUT`] of the previous answer (see
+//! [`start_live`]). The connections held at once stay within the file descriptor limit
+//! ([`connections_per_worker`]). Nothing is limited per client address: every call comes from
+//! MediaMTX's one address.
 
 use std::cell::Cell;
 use std::net::TcpListener;
@@ -20,13 +21,16 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use actix_web::http::{KeepAlive, StatusCode};
-use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{fn_service, AppConfig};
+use actix_web::http::StatusCode;
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App, HttpResponse, ResponseError};
 use serde::Serialize;
 use tracing::Level;
 
-use crate::body;
+use crate::body::{self, Deadlined};
 use crate::logging::{self, Value};
 use crate::metrics;
 use crate::policy::{Decision, Policy};
@@ -41,6 +45,10 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// How long a client has, once connected, to send a request's head. MediaMTX sends it at once,
 /// right after connecting. (actix answers a late head with a bare 408 and closes.)
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a kept-alive connection may sit idle between requests before actix closes it
+/// (actix's own default). A head begun in that time has until [`body::NEXT_HEAD_TIMEOUT`].
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// The target of the decision line, as `RUST_LOG` names it (`mtx_auth::decision=warn` turns
 /// decision lines off).
@@ -115,11 +123,14 @@ pub fn start(
 /// Starts the server with a policy that reloads (see `crate::reload`); the caller runs the
 /// watchers that trigger reloads.
 ///
-/// Keep-alive is off: each connection answers one request and closes. MediaMTX opens a new
-/// connection for every call anyway, so it loses nothing, and actix times out only the *first*
-/// request head of a connection: once a kept-alive connection has received one byte of its
-/// next request, nothing ends it, so a client could hold it forever with one quick `/healthz`
-/// and one byte. Clients that do reuse connections (Prometheus, load generators) reconnect.
+/// Connections are kept alive, but none can be held open by a client that sends nothing:
+/// actix closes an idle one after [`KEEP_ALIVE`] and times out the *first* head of each
+/// connection ([`HEAD_TIMEOUT`]), but once a kept-alive connection has received one byte of its
+/// next request, nothing in actix ends it (a client could hold it forever with one quick
+/// `/healthz` and one byte). So each connection's socket is wrapped in [`Deadlined`], which
+/// fails the connection's reads once the next head is [`body::NEXT_HEAD_TIMEOUT`] late.
+/// That is why this builds the HTTP service itself (`HttpServer` has no place to wrap the
+/// socket); everything else is as `HttpServer` sets it up.
 pub fn start_live(
     listener: TcpListener,
     live: Arc<LivePolicy>,
@@ -136,22 +147,45 @@ pub fn start_live(
         per_worker * workers,
         fd_limit().map_or("unknown".into(), |n| n.to_string())
     );
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(from_fn(body::bounded))
-            .app_data(state.clone())
+    let local = listener.local_addr()?;
+    let builder = actix_web::dev::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker);
+    // Lets kept-alive connections close at once when the server stops, as `HttpServer` does.
+    let stopping = builder.graceful_shutdown_signal();
+    let server = builder.listen("mtx-auth", listener, move || {
+        let state = state.clone();
+        let stopping = stopping.clone();
+        let app = App::new()
+            .wrap(body::Bounded)
+            .app_data(state)
             .route("/auth", web::post().to(auth))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(scrape))
             .default_service(web::to(|| async { HttpError::NotFound.error_response() }))
-    })
-    .keep_alive(KeepAlive::Disabled)
-    .client_request_timeout(HEAD_TIMEOUT)
-    .client_disconnect_timeout(LINGER)
-    .workers(workers)
-    .max_connections(per_worker)
-    .listen(listener)?;
+            .into_factory()
+            .map_err(|e| e.error_response());
+        let http = HttpService::build()
+            .keep_alive(KEEP_ALIVE)
+            .client_request_timeout(HEAD_TIMEOUT)
+            .client_disconnect_timeout(LINGER)
+            .local_addr(local)
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .on_connect_ext(|io: &Deadlined<TcpStream>, data| {
+                data.insert(io.next_head());
+            })
+            // The app's host and address are only used to build URLs, which nothing here does.
+            .h1(map_config(app, |_| AppConfig::default()));
+        fn_service(|io: TcpStream| async move {
+            let peer = io.peer_addr().ok();
+            Ok((Deadlined::new(io), peer))
+        })
+        .and_then(http)
+    })?;
     Ok(server.run())
 }
 
@@ -223,7 +257,7 @@ async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpRe
         state.metrics.record_refused(e.status_code().as_u16());
         e
     };
-    // `body::bounded` ends a body that takes longer than BODY_TIMEOUT to arrive.
+    // `body::Bounded` ends a body that takes longer than BODY_TIMEOUT to arrive.
     let bytes = payload
         .to_bytes_limited(MAX_BODY)
         .await
