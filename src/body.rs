@@ -158,8 +158,9 @@ struct Deadline {
 
 impl Deadline {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        // Checked before each read, so a body trickling in a byte at a time ends too.
-        if self.expired || Instant::now() >= self.deadline {
+        // Checked before each read, so a body trickling in a byte at a time ends too. (Not at
+        // the eager poll: the deadline was set a moment ago.)
+        if self.expired || (!self.eager_poll && Instant::now() >= self.deadline) {
             return self.expire();
         }
         match Pin::new(&mut self.payload).poll_next(cx) {

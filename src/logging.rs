@@ -104,11 +104,55 @@ pub enum Value<'a> {
     Bool(bool),
 }
 
-/// Lines formatted by hand, with the date of the current second kept for the next line.
+/// Lines formatted by hand, with the date of the current second and the parts of the last
+/// line that depend only on its format, level and target kept for the next line.
 #[derive(Default)]
 pub struct Lines {
     bytes: Vec<u8>,
     clock: Clock,
+    frame: Frame,
+}
+
+/// The text around a line's timestamp and fields, for one format, level and target: in text,
+/// `␣␣INFO target:␣` between the timestamp and the fields; in JSON, the keys between the
+/// timestamp and the fields, and the target after them.
+#[derive(Default)]
+struct Frame {
+    of: Option<(LogFormat, Level, usize, usize)>,
+    before_fields: Vec<u8>,
+    after_fields: Vec<u8>,
+}
+
+impl Frame {
+    fn set(&mut self, format: LogFormat, level: Level, target: &str) {
+        // A target is nearly always a `&'static str`, the same one line after line.
+        let of = Some((format, level, target.as_ptr() as usize, target.len()));
+        if self.of == of {
+            return;
+        }
+        self.of = of;
+        self.before_fields.clear();
+        self.after_fields.clear();
+        let (before, after) = (&mut self.before_fields, &mut self.after_fields);
+        match format {
+            LogFormat::Text => {
+                before.push(b' ');
+                before.extend_from_slice(level_text(level).as_bytes());
+                before.push(b' ');
+                before.extend_from_slice(target.as_bytes());
+                before.extend_from_slice(b": ");
+                after.push(b'\n');
+            }
+            LogFormat::Json => {
+                before.extend_from_slice(b"\",\"level\":\"");
+                before.extend_from_slice(level_text(level).trim_start().as_bytes());
+                before.extend_from_slice(b"\",\"fields\":{");
+                after.extend_from_slice(b"},\"target\":");
+                push_json_str(after, target);
+                after.extend_from_slice(b"}\n");
+            }
+        }
+    }
 }
 
 impl Lines {
@@ -123,15 +167,12 @@ impl Lines {
         target: &str,
         fields: &[(&'static str, Value<'_>)],
     ) {
+        self.frame.set(format, level, target);
         let out = &mut self.bytes;
         match format {
             LogFormat::Text => {
                 self.clock.write(out, time);
-                out.push(b' ');
-                out.extend_from_slice(level_text(level).as_bytes());
-                out.push(b' ');
-                out.extend_from_slice(target.as_bytes());
-                out.extend_from_slice(b": ");
+                out.extend_from_slice(&self.frame.before_fields);
                 for (i, (name, value)) in fields.iter().enumerate() {
                     if i > 0 {
                         out.push(b' ');
@@ -144,23 +185,19 @@ impl Lines {
             LogFormat::Json => {
                 out.extend_from_slice(b"{\"timestamp\":\"");
                 self.clock.write(out, time);
-                out.extend_from_slice(b"\",\"level\":\"");
-                out.extend_from_slice(level_text(level).trim_start().as_bytes());
-                out.extend_from_slice(b"\",\"fields\":{");
+                out.extend_from_slice(&self.frame.before_fields);
                 for (i, (name, value)) in fields.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    push_json_str(out, name);
-                    out.push(b':');
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"\":");
                     push_json_value(out, *value);
                 }
-                out.extend_from_slice(b"},\"target\":");
-                push_json_str(out, target);
-                out.push(b'}');
             }
         }
-        out.push(b'\n');
+        out.extend_from_slice(&self.frame.after_fields);
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -315,10 +352,15 @@ impl Clock {
             },
             Err(_) => return write_now_as_tracing_does(out),
         };
-        out.extend_from_slice(&self.date);
-        out.push(b'.');
-        push_digits(out, u64::from(since.subsec_micros()), 6);
-        out.push(b'Z');
+        let micros = since.subsec_micros();
+        let mut stamp = [0; 27];
+        stamp[..19].copy_from_slice(&self.date);
+        stamp[19] = b'.';
+        stamp[20..22].copy_from_slice(two_digits(micros / 10_000));
+        stamp[22..24].copy_from_slice(two_digits(micros / 100 % 100));
+        stamp[24..26].copy_from_slice(two_digits(micros % 100));
+        stamp[26] = b'Z';
+        out.extend_from_slice(&stamp);
     }
 }
 
@@ -373,15 +415,36 @@ fn civil_time(secs: u64) -> Option<[u8; 19]> {
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits.
+#[inline]
 fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut i = digits.len();
-    while n > 0 || digits.len() - i < width.max(1) {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+    while n >= 100 {
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(two_digits((n % 100) as u32));
+        n /= 100;
     }
+    if n >= 10 {
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(two_digits(n as u32));
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    let i = i.min(digits.len().saturating_sub(width));
     out.extend_from_slice(&digits[i..]);
+}
+
+/// The two decimal digits of `n` (below 100).
+#[inline]
+fn two_digits(n: u32) -> &'static [u8] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let i = n as usize * 2;
+    &PAIRS[i..i + 2]
 }
 
 /// A value in the text format, as [`EscapedFields`] writes it.
