@@ -1,20 +1,31 @@
-//! What the decision log line costs a decision: `server::log_decision` through the same
-//! subscriber `serve` installs (tracing-subscriber's fmt layer with our escaping field formatter
-//! for text, its JSON format), writing into a sink so that only formatting is measured, not the
-//! terminal or pipe. Beside it: tracing's default field formatter (what the text format cost
-//! before values were escaped) and the line filtered out by `RUST_LOG=warn` (what a disabled
-//! line costs).
+//! What the decision log line costs a decision.
 //!
-//! Run: `cargo bench --bench log_line` (about half a minute).
+//! Before issue 16 the line was a tracing event, formatted by tracing-subscriber (`text_escaped`, `text_default_fields`, `json`
+//! cases): `server::trace_decision` through the same subscriber `serve` installed (the fmt layer
+//! with our escaping field formatter for text, its JSON format), writing into a sink so that
+//! only formatting is measured. Beside them: tracing's default field formatter (what the text
+//! format cost before values were escaped) and the line filtered out by `RUST_LOG=warn` (what a
+//! disabled line costs, through `server::log_decision`).
+//!
+//! Since issue 16 `serve` writes the line by hand (the `hand_*` cases): `logging::Lines::push`
+//! with the fields of `server::with_decision_fields`, into a reused buffer, for the same
+//! request and decision. `hand_text_written` adds what writing costs when each line is its own
+//! `write(2)` (to `/dev/null`), as for a client that sends one request at a time; under load
+//! one write carries many lines.
+//!
+//! Run: `cargo bench --bench log_line` (about a minute).
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::io::Write;
+use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mtx_auth::logging::EscapedFields;
+use mtx_auth::logging::{EscapedFields, Lines, LogFormat};
 use mtx_auth::permission::Action;
 use mtx_auth::policy::{Decision, Source, UserRule};
 use mtx_auth::request::Request;
+use mtx_auth::server::{log_decision, trace_decision, with_decision_fields};
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
 fn bench(c: &mut Criterion) {
@@ -26,16 +37,14 @@ fn bench(c: &mut Criterion) {
         cached: true,
     };
     let mut group = c.benchmark_group("log_line");
-    let run =
+    let traced =
         |group: &mut criterion::BenchmarkGroup<_>, name: &str, dispatch: tracing::Dispatch| {
             tracing::dispatcher::with_default(&dispatch, || {
                 group.bench_function(name, |b| {
                     b.iter(|| {
-                        mtx_auth::server::log_decision(
-                            black_box(&req),
-                            black_box(&allow),
-                            Instant::now(),
-                        )
+                        let started = Instant::now();
+                        let latency_us = started.elapsed().as_micros() as u64;
+                        trace_decision(black_box(&req), black_box(&allow), latency_us)
                     })
                 });
             });
@@ -46,13 +55,13 @@ fn bench(c: &mut Criterion) {
         .with_writer(std::io::sink)
         .fmt_fields(EscapedFields)
         .finish();
-    run(&mut group, "text_escaped", tracing::Dispatch::new(text));
+    traced(&mut group, "text_escaped", tracing::Dispatch::new(text));
     let default_fields = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("info"))
         .with_ansi(false)
         .with_writer(std::io::sink)
         .finish();
-    run(
+    traced(
         &mut group,
         "text_default_fields",
         tracing::Dispatch::new(default_fields),
@@ -62,12 +71,48 @@ fn bench(c: &mut Criterion) {
         .with_writer(std::io::sink)
         .json()
         .finish();
-    run(&mut group, "json", tracing::Dispatch::new(json));
+    traced(&mut group, "json", tracing::Dispatch::new(json));
+
+    // The hand-written line: what `log_decision` does once `RUST_LOG` lets the line through.
+    let mut lines = Lines::default();
+    let mut hand = |group: &mut criterion::BenchmarkGroup<_>, name: &str, format, write: bool| {
+        let mut null = std::fs::File::create("/dev/null").unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let started = Instant::now();
+                let latency_us = started.elapsed().as_micros() as u64;
+                lines.clear();
+                with_decision_fields(black_box(&req), black_box(&allow), latency_us, |f| {
+                    lines.push(
+                        format,
+                        SystemTime::now(),
+                        Level::INFO,
+                        "mtx_auth::decision",
+                        f,
+                    )
+                });
+                if write {
+                    null.write_all(lines.as_bytes()).unwrap();
+                }
+            })
+        });
+    };
+    hand(&mut group, "hand_text", LogFormat::Text, false);
+    hand(&mut group, "hand_json", LogFormat::Json, false);
+    hand(&mut group, "hand_text_written", LogFormat::Text, true);
+
     let off = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("warn"))
         .with_writer(std::io::sink)
         .finish();
-    run(&mut group, "filtered_out", tracing::Dispatch::new(off));
+    tracing::dispatcher::with_default(&tracing::Dispatch::new(off), || {
+        group.bench_function("filtered_out", |b| {
+            b.iter(|| {
+                let started = Instant::now();
+                log_decision(black_box(&req), black_box(&allow), started.elapsed())
+            })
+        });
+    });
     group.finish();
 }
 

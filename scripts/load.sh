@@ -10,6 +10,8 @@
 #                        on loopback by python3 -m http.server, primed once with curl
 #   jellyfin-cached/...  a Jellyfin account (alice/alice-pw) checked against the tests' fake
 #                        Jellyfin (examples/media_fixture.rs) on loopback, primed once with curl
+#   plain/close -c1      MediaMTX's own pattern: one call at a time, each on a new connection
+#                        (wrk -c1, `Connection: close`); its p50 is the latency MediaMTX waits
 #
 # mtx-auth runs with RUST_LOG=info (the default): its decision log line is part of the real
 # cost, and goes to a file. With taskset and 2+ CPUs, both servers run on CPU 1 and wrk on CPU 0;
@@ -19,6 +21,10 @@
 #   DURATION=10s  WARMUP=2s  THREADS=1  CONNECTIONS=16   wrk settings per run
 #   ROUNDS=1            runs per scenario and server (alternating order); the median is shown
 #   USERS=10            users in the config (fillers first, the two benched users last)
+#   SCENARIOS=all       or `headline`: only the rows issue 16 is judged by (plain and cached
+#                       argon2, keep-alive and close, and plain/close -c1)
+#   MTX_BIN, BARE_BIN   binaries to compare (default: the ones this script builds); with NO_BUILD=1
+#                       this compares e.g. an older build against the bare responder
 #   MTX_PORT=19000 BARE_PORT=19001 JWKS_PORT=19002
 #   PIN=1               0: do not use taskset
 #   WARN_RUN=1          0: skip the extra, separately labelled RUST_LOG=warn runs
@@ -41,9 +47,10 @@ JWKS_PORT="${JWKS_PORT:-19002}"
 PIN="${PIN:-1}"
 WARN_RUN="${WARN_RUN:-1}"
 ROUNDS="${ROUNDS:-1}"
+SCENARIOS="${SCENARIOS:-all}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-MTX_BIN="$TARGET_DIR/release/mtx-auth"
-BARE_BIN="$TARGET_DIR/release/examples/bare"
+MTX_BIN="${MTX_BIN:-$TARGET_DIR/release/mtx-auth}"
+BARE_BIN="${BARE_BIN:-$TARGET_DIR/release/examples/bare}"
 FIXTURE_BIN="$TARGET_DIR/release/examples/jwt_fixture"
 MEDIA_BIN="$TARGET_DIR/release/examples/media_fixture"
 
@@ -203,15 +210,16 @@ check_allowed "$MTX_PORT" "$JELLYFIN_BODY" "mtx-auth jellyfin (priming the cache
 check_allowed "$BARE_PORT" "$PLAIN_BODY" "bare"
 
 # --- load -------------------------------------------------------------------------------------
-# run_wrk port pid lua duration out: runs wrk, fails on any non-2xx answer; appends the server's
-# CPU use during the run (all its threads, % of one core) to the output as "server-cpu: N".
+# run_wrk port pid lua duration out [connections]: runs wrk, fails on any non-2xx answer; appends
+# the server's CPU use during the run (all its threads, % of one core) to the output as
+# "server-cpu: N".
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 run_wrk() {
     local t0 c0 t1 c1
     t0="$(date +%s%N)"
     c0="$(cpu_ticks "$2")"
-    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$4" --latency -s "$3" \
+    "${WRK_PIN[@]}" wrk -t"$THREADS" -c"${6:-$CONNECTIONS}" -d"$4" --latency -s "$3" \
         "http://127.0.0.1:$1/auth" >"$5"
     c1="$(cpu_ticks "$2")"
     t1="$(date +%s%N)"
@@ -251,17 +259,17 @@ us_per_req() { awk -v c="$(cpu "$1")" -v r="$(rps "$1")" 'BEGIN { printf "%.1f",
 
 ROWS=()
 NOTES=()
-scenario() { # label lua-name tag: ROUNDS rounds, alternating which server goes first
-    local i m b ms=() bs=() rm rb f
+scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating which server goes first
+    local i m b ms=() bs=() rm rb f c="${4:-$CONNECTIONS}"
     for ((i = 1; i <= ROUNDS; i++)); do
-        m="$WORK/$2.$3.r$i.mtx.txt"
-        b="$WORK/$2.$3.r$i.bare.txt"
+        m="$WORK/$2.$3.c$c.r$i.mtx.txt"
+        b="$WORK/$2.$3.c$c.r$i.bare.txt"
         if ((i % 2)); then
-            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m"
-            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b"
+            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m" "$c"
+            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b" "$c"
         else
-            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b"
-            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m"
+            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b" "$c"
+            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m" "$c"
         fi
         ms+=("$m")
         bs+=("$b")
@@ -279,20 +287,36 @@ scenario() { # label lua-name tag: ROUNDS rounds, alternating which server goes 
         "$(pct "$m" 50)" "$(pct "$m" 99)" "$(pct "$b" 50)" "$(pct "$b" 99)" \
         "$(cpu "$m")" "$(cpu "$b")" "$(us_per_req "$m")" "$(us_per_req "$b")")")
     if ((ROUNDS > 1)); then
-        ROWS+=("$(printf '  rounds: mtx %s / bare %s' \
+        ROWS+=("$(printf '  rounds r/s: mtx %s/ bare %s' \
             "$(for f in "${ms[@]}"; do rps "$f"; echo -n ' '; done)" \
             "$(for f in "${bs[@]}"; do rps "$f"; echo -n ' '; done)")")
+        ROWS+=("$(printf '  rounds p50: mtx %s/ bare %s; medians %s / %s' \
+            "$(for f in "${ms[@]}"; do printf '%s ' "$(pct "$f" 50)"; done)" \
+            "$(for f in "${bs[@]}"; do printf '%s ' "$(pct "$f" 50)"; done)" \
+            "$(median_p50 "${ms[@]}")" "$(median_p50 "${bs[@]}")")")
     fi
+}
+# median_p50 FILE...: the median of the runs' p50 latencies (wrk's units, e.g. 71.00us).
+median_p50() {
+    local f
+    for f in "$@"; do
+        pct "$f" 50
+    done | awk '{ v = $1; u = v; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+                  m = (u == "ms") ? 1000 : (u == "s") ? 1e6 : 1; print v * m }' |
+        sort -n | awk '{ a[NR] = $1 } END { printf "%.0fus", a[int((NR + 1) / 2)] }'
 }
 
 scenario "plain/keep-alive" plain-keepalive info
 scenario "plain/close" plain-close info
 scenario "argon2-cached/keep-alive" argon2-keepalive info
 scenario "argon2-cached/close" argon2-close info
-scenario "jwt-cached/keep-alive" jwt-keepalive info
-scenario "jwt-cached/close" jwt-close info
-scenario "jellyfin-cached/keep-alive" jellyfin-keepalive info
-scenario "jellyfin-cached/close" jellyfin-close info
+scenario "plain/close -c1" plain-close info 1
+if [[ "$SCENARIOS" != headline ]]; then
+    scenario "jwt-cached/keep-alive" jwt-keepalive info
+    scenario "jwt-cached/close" jwt-close info
+    scenario "jellyfin-cached/keep-alive" jellyfin-keepalive info
+    scenario "jellyfin-cached/close" jellyfin-close info
+fi
 # Requests answered at RUST_LOG=info: warm-up, the scenarios and the four curl checks.
 SENT_INFO=$((SENT + 4))
 decisions="$(grep -c 'outcome="allow"\|outcome=allow' "$WORK/mtx-auth.log" || true)"
@@ -316,7 +340,8 @@ echo "r/s: median of $ROUNDS round(s); latencies and CPU from that median run of
 echo "mtx%/bare%: CPU used by each server during the run, in % of one core (all its threads);"
 echo "mtx us/bare us: that CPU time per answered request, in microseconds."
 echo "mtx-auth answered $SENT_INFO requests at RUST_LOG=info and logged $decisions allow lines" \
-    "($(wc -c <"$WORK/mtx-auth.log") bytes; fewer lines than requests means the log writer dropped some)."
+    "($(wc -c <"$WORK/mtx-auth.log") bytes; fewer lines than requests means lines were lost;" \
+    "a few more are answers wrk stopped waiting for at the end of a run)."
 [[ "$WARN_RUN" != 1 ]] || echo "[warn] rows: mtx-auth with RUST_LOG=warn (no decision lines); not the headline."
 if ((${#NOTES[@]})); then
     printf '%s\n' "${NOTES[@]}"

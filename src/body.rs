@@ -1,9 +1,9 @@
-//! Request bodies under a deadline, on every route.
+//! Request heads and bodies under deadlines, on every route.
 //!
 //! actix-web times out a request's head (`client_request_timeout`) but never its body: a client
 //! that sent a head announcing 100 bytes and then one byte held its connection, and a file
 //! descriptor, forever, and about a thousand such clients stopped the service for everyone
-//! (issue 15). [`bounded`], a middleware around the whole app, does two things:
+//! (issue 15). [`Bounded`], a middleware around the whole app, does two things:
 //!
 //! - A body must arrive within [`BODY_TIMEOUT`] of its head. Past that, reading it fails with an
 //!   error [`is_timeout`] recognises, and `/auth` answers 408.
@@ -14,76 +14,162 @@
 //!   referenced until the response is written, which makes actix close instead of drain (and
 //!   wait at most `client_disconnect_timeout` for the client to close first).
 //!
+//! actix times out only the *first* head of a connection, too: on a kept-alive connection,
+//! once one byte of the next request has arrived, nothing ends it. [`Deadlined`] wraps each
+//! connection's socket and gives the next head a deadline, [`NEXT_HEAD_TIMEOUT`] after the
+//! previous answer; [`Bounded`] tells it when a request starts (no deadline while it is being
+//! answered: the body has its own, and a decision may wait for an upstream) and when its answer
+//! is written.
+//!
 //! MediaMTX sends its whole body at once, right behind the head: none of this ever touches it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::error::PayloadError;
-use actix_web::middleware::Next;
 use actix_web::rt::time::{sleep_until, Instant, Sleep};
 use actix_web::web::Bytes;
 use actix_web::HttpMessage;
 use futures_core::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long a client has to send a request's body once its head has arrived. MediaMTX sends
 /// both in one write; a couple of seconds is ample even for a loaded machine.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The middleware: see the module's documentation.
-pub async fn bounded(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<Held>, actix_web::Error> {
-    let payload = req.take_payload();
-    // No body (a GET, or a POST with Content-Length: 0): nothing to time or to hold.
-    if matches!(payload, Payload::None) {
-        let res = next.call(req).await?;
-        return Ok(res.map_body(|_, body| Held::new(body, None)));
+/// How long a kept-alive connection has, after an answer, to send the next request's head
+/// entirely: the idle time actix allows (`server::KEEP_ALIVE`, after which it closes an idle
+/// connection by itself), then as long as the first head of a connection gets
+/// (`server::HEAD_TIMEOUT`).
+pub const NEXT_HEAD_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The middleware: see the module's documentation. (A `Transform` of its own rather than
+/// `middleware::from_fn`, which boxes the inner service's future on every request.)
+pub struct Bounded;
+
+impl<S, B> Transform<S, ServiceRequest> for Bounded
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: Unpin,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<Held>;
+    type Error = actix_web::Error;
+    type Transform = BoundedService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<BoundedService<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(BoundedService { service }))
     }
-    let body = Rc::new(RefCell::new(Deadline {
-        payload,
-        deadline: Instant::now() + BODY_TIMEOUT,
-        sleep: None,
-        expired: false,
-    }));
-    let shared: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
-        Box::pin(Shared(Rc::clone(&body)));
-    req.set_payload(Payload::from(shared));
-    let res = next.call(req).await?;
-    Ok(res.map_body(|_, b| Held::new(b, Some(body))))
 }
 
-/// Whether an error reading a body is [`bounded`]'s timeout.
+pub struct BoundedService<S> {
+    service: S,
+}
+
+impl<S, B> Service<ServiceRequest> for BoundedService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: Unpin,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<Held>;
+    type Error = actix_web::Error;
+    type Future = BoundedCall<S::Future>;
+
+    forward_ready!(service);
+
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        // The connection's next-head deadline is off until this request's answer is written
+        // (or the request fails on the way: the guard is dropped then).
+        let answered = Answered::start(req.conn_data::<Rc<NextHead>>());
+        let payload = req.take_payload();
+        // No body (a GET, or a POST with Content-Length: 0): nothing to time or to hold.
+        let body = (!matches!(payload, Payload::None)).then(|| {
+            let body = Rc::new(RefCell::new(Deadline {
+                payload,
+                deadline: Instant::now() + BODY_TIMEOUT,
+                sleep: None,
+                expired: false,
+                eager_poll: true,
+            }));
+            let shared: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+                Box::pin(Shared(Rc::clone(&body)));
+            req.set_payload(Payload::from(shared));
+            body
+        });
+        BoundedCall {
+            call: self.service.call(req),
+            held: Some((body, answered)),
+        }
+    }
+}
+
+/// The inner service's answer, its body then held with the request's.
+pub struct BoundedCall<F> {
+    call: F,
+    held: Option<(Option<Rc<RefCell<Deadline>>>, Answered)>,
+}
+
+impl<F, B> Future for BoundedCall<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + Unpin,
+    B: MessageBody + 'static,
+{
+    type Output = Result<ServiceResponse<Held>, actix_web::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let res = std::task::ready!(Pin::new(&mut this.call).poll(cx))?;
+        let (body, answered) = this.held.take().expect("polled after completion");
+        Poll::Ready(Ok(res.map_body(|_, b| Held::new(b, body, answered))))
+    }
+}
+
+/// Whether an error reading a body is [`Bounded`]'s timeout.
 pub fn is_timeout(e: &actix_web::Error) -> bool {
     matches!(e.as_error::<PayloadError>(), Some(PayloadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut)
 }
 
 /// The request's body with its deadline. The timer is only started when the body is not all
 /// there yet, so a request that arrives whole costs a clock read, not a timer.
+///
+/// "Not all there" is not the first poll's answer: actix polls the handler once as soon as the
+/// head is parsed (`eager_poll`), before it has parsed the body that came in the same read,
+/// and then again, in the same pass, once it has. Only a body still missing at that second
+/// poll starts the timer. (`chunked_and_trickled_bodies_end` and
+/// `a_head_without_its_body_is_answered_408` in the slow-client tests would catch an actix
+/// that stopped polling twice.)
 struct Deadline {
     payload: Payload,
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
     expired: bool,
+    eager_poll: bool,
 }
 
 impl Deadline {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        // Checked before each read, so a body trickling in a byte at a time ends too.
-        if self.expired || Instant::now() >= self.deadline {
+        // Checked before each read, so a body trickling in a byte at a time ends too. (Not at
+        // the eager poll: the deadline was set a moment ago.)
+        if self.expired || (!self.eager_poll && Instant::now() >= self.deadline) {
             return self.expire();
         }
         match Pin::new(&mut self.payload).poll_next(cx) {
+            Poll::Pending if std::mem::take(&mut self.eager_poll) => return Poll::Pending,
             Poll::Pending => {}
-            ready => return ready,
+            ready => {
+                self.eager_poll = false;
+                return ready;
+            }
         }
         let deadline = self.deadline;
         let sleep = self
@@ -121,16 +207,23 @@ impl Stream for Shared {
 
 /// A response body that keeps the request's body referenced until the response is written:
 /// actix then closes a connection whose request body was left unread instead of draining it.
+/// Dropped once written, it starts the connection's deadline for its next head.
 pub struct Held {
     body: BoxBody,
     _request: Option<Rc<RefCell<Deadline>>>,
+    _answered: Answered,
 }
 
 impl Held {
-    fn new(body: impl MessageBody + 'static, request: Option<Rc<RefCell<Deadline>>>) -> Self {
+    fn new(
+        body: impl MessageBody + 'static,
+        request: Option<Rc<RefCell<Deadline>>>,
+        answered: Answered,
+    ) -> Self {
         Held {
             body: BoxBody::new(body),
             _request: request,
+            _answered: answered,
         }
     }
 }
@@ -151,4 +244,142 @@ impl MessageBody for Held {
 
     // `try_into_bytes` keeps its default (`Err(self)`): turning the response into bare bytes
     // would let go of the request body before the response is written.
+}
+
+/// The deadline of a connection's next request head, shared by its socket ([`Deadlined`]) and
+/// the middleware ([`Bounded`]) through the connection's data. `None` before the first request
+/// (actix's own head timeout covers it) and while a request is being answered.
+#[derive(Debug, Default)]
+pub struct NextHead(Cell<Option<Instant>>);
+
+/// A request being answered; dropped when its answer is written (or abandoned), which starts
+/// the deadline for the connection's next head.
+struct Answered(Option<Rc<NextHead>>);
+
+impl Answered {
+    fn start(next_head: Option<&Rc<NextHead>>) -> Self {
+        let next_head = next_head.map(Rc::clone);
+        if let Some(n) = &next_head {
+            n.0.set(None);
+        }
+        Answered(next_head)
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.0.set(Some(Instant::now() + NEXT_HEAD_TIMEOUT));
+        }
+    }
+}
+
+/// A connection's socket whose reads fail with `TimedOut` once the next head's deadline
+/// ([`NextHead`]) has passed; actix then drops the connection. Reads are only ever late while
+/// actix waits for data, so the deadline is only looked at then.
+///
+/// One timer per connection, armed lazily: a deadline that moved later (every answer moves it)
+/// leaves the timer where it was, and when it fires early it is set again to the deadline in
+/// force. Under steady traffic a connection's timer is touched once per [`NEXT_HEAD_TIMEOUT`],
+/// not once per request.
+pub struct Deadlined<T> {
+    io: T,
+    next_head: Rc<NextHead>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline and waker the timer was last polled with: while both stand and it has not
+    /// fired, it need not be polled (registered) again.
+    armed: Option<(Instant, Waker)>,
+}
+
+impl<T> Deadlined<T> {
+    pub fn new(io: T) -> Self {
+        Deadlined {
+            io,
+            next_head: Rc::default(),
+            timer: None,
+            armed: None,
+        }
+    }
+
+    /// For the connection's data, where [`Bounded`] finds it.
+    pub fn next_head(&self) -> Rc<NextHead> {
+        Rc::clone(&self.next_head)
+    }
+
+    /// Called when a read found no data: `Ready(Err)` once the deadline has passed, else
+    /// `Pending` with the timer armed to wake the reader by then.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(deadline) = self.next_head.0.get() else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        if let Some((at, waker)) = &self.armed {
+            if *at == deadline && waker.will_wake(cx.waker()) && !timer.is_elapsed() {
+                return Poll::Pending;
+            }
+        }
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                self.armed = Some((deadline, cx.waker().clone()));
+                return Poll::Pending;
+            }
+            if timer.deadline() >= deadline {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "next request head not received in time",
+                )));
+            }
+            // Fired for an earlier deadline: set again, for the one in force.
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Deadlined<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => this.poll_deadline(cx),
+            ready => ready,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Deadlined<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

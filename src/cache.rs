@@ -16,7 +16,7 @@
 //! nothing, an arbitrary half is dropped. Evicting an entry only costs a later upstream call.
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,9 +193,16 @@ pub struct FailureCounts {
 /// One key's failures (high 32 bits) and attempts in flight (low 32 bits), in one word so that
 /// checking both against a limit and reserving is a single atomic update; and the signal that an
 /// attempt settled, for those waiting for a place.
+///
+/// The signal takes a lock (tokio's `Notify` keeps its waiters in a locked list), so it is only
+/// used when someone waits: a settlement looks at `waiting` first. Every request from one
+/// address shares its tally, and without this each of them took that lock three times.
+/// `waiting` and `word` are written and read in sequentially consistent order, so either a
+/// waiter sees the settlement when it looks again, or the settlement sees the waiter.
 #[derive(Default)]
 pub struct Tally {
     word: AtomicU64,
+    waiting: AtomicU32,
     settled: tokio::sync::Notify,
 }
 
@@ -226,7 +233,7 @@ impl Tally {
         let mut outcome = Take::Full;
         let _ = self
             .word
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
                 let (failed, in_flight) = Tally::split(word);
                 if failed >= max {
                     outcome = Take::Full;
@@ -241,6 +248,29 @@ impl Tally {
             });
         outcome
     }
+
+    /// Wakes the attempts waiting for a place, if there are any.
+    fn settle(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.settled.notify_waiters();
+        }
+    }
+}
+
+/// An attempt counted in [`Tally::waiting`] while it exists.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn enter(waiting: &'a AtomicU32) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A place taken under a limit by an attempt in flight. [`Reservation::release`] gives it back
@@ -253,8 +283,8 @@ impl Reservation {
     /// The attempt did not fail: its place is free again.
     pub fn release(mut self) {
         if let Some(t) = self.0.take() {
-            t.word.fetch_sub(1, Ordering::AcqRel);
-            t.settled.notify_waiters();
+            t.word.fetch_sub(1, Ordering::SeqCst);
+            t.settle();
         }
     }
 
@@ -273,8 +303,8 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
             // One less in flight, one more failure; in flight is at least one (ours).
-            t.word.fetch_add(ONE_FAILURE - 1, Ordering::AcqRel);
-            t.settled.notify_waiters();
+            t.word.fetch_add(ONE_FAILURE - 1, Ordering::SeqCst);
+            t.settle();
         }
     }
 }
@@ -308,23 +338,32 @@ impl FailureCounts {
     pub async fn reserve(&self, domain: u8, key: &[u8], max: u32) -> Option<Reservation> {
         let tally = self.tally(domain, key);
         loop {
-            {
-                // Registered before looking, so a settlement between the look and the wait is
-                // seen.
+            match tally.try_take(max) {
+                Take::Taken => break,
+                Take::Full => return None,
+                Take::Wait => {}
+            }
+            // The places are held by attempts in flight. Counted as waiting and registered for
+            // the signal before looking again, so a settlement in between is not missed.
+            let taken = {
+                let _waiting = Waiting::enter(&tally.waiting);
                 let settled = tally.settled.notified();
                 let mut settled = std::pin::pin!(settled);
                 settled.as_mut().enable();
                 match tally.try_take(max) {
-                    Take::Taken => {}
+                    Take::Taken => true,
                     Take::Full => return None,
                     Take::Wait => {
                         settled.await;
-                        continue;
+                        false
                     }
                 }
+            };
+            if taken {
+                break;
             }
-            return Some(Reservation(Some(tally)));
         }
+        Some(Reservation(Some(tally)))
     }
 
     /// Counts one failure that had no reservation.
@@ -340,8 +379,8 @@ impl FailureCounts {
     /// Forgets `key`'s failures (a success). Attempts still in flight stay counted.
     pub fn clear(&self, domain: u8, key: &[u8]) {
         if let Some(t) = self.map.get(&self.hasher.hash(domain, &[key])) {
-            t.word.fetch_and(IN_FLIGHT, Ordering::AcqRel);
-            t.settled.notify_waiters();
+            t.word.fetch_and(IN_FLIGHT, Ordering::SeqCst);
+            t.settle();
         }
     }
 }

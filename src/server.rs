@@ -6,24 +6,32 @@
 //! large. Every non-2xx carries `{"error": "…"}`, which MediaMTX copies into its own log. Every
 //! decision and every refused request is also counted for `GET /metrics` (`crate::metrics`).
 //!
-//! No client can hold a connection for long (issue 15): its head must arrive within
-//! [`HEAD_TIMEOUT`], its body within [`body::BODY_TIMEOUT`], and each connection serves one
-//! request (see [`start_live`] for why there is no keep-alive). The connections held at once
-//! stay within the file descriptor limit ([`connections_per_worker`]). Nothing is limited per
-//! client address: every call comes from MediaMTX's one address.
+//! No client can hold a connection for long (issue 15): its first head must arrive within
+//! [`HEAD_TIMEOUT`], each body within [`body::BODY_TIMEOUT`], and on a kept-alive connection
+//! each further head within [`body::NEXT_HEAD_TIMEOUT`] of the previous answer (see
+//! [`start_live`]). The connections held at once stay within the file descriptor limit
+//! ([`connections_per_worker`]). Nothing is limited per client address: every call comes from
+//! MediaMTX's one address.
 
+use std::cell::Cell;
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use actix_web::http::{KeepAlive, StatusCode};
-use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{fn_service, AppConfig};
+use actix_web::http::StatusCode;
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App, HttpResponse, ResponseError};
 use serde::Serialize;
+use tracing::Level;
 
-use crate::body;
+use crate::body::{self, Deadlined};
+use crate::logging::{self, Value};
 use crate::metrics;
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
@@ -37,6 +45,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// How long a client has, once connected, to send a request's head. MediaMTX sends it at once,
 /// right after connecting. (actix answers a late head with a bare 408 and closes.)
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a kept-alive connection may sit idle between requests before actix closes it
+/// (actix's own default). A head begun in that time has until [`body::NEXT_HEAD_TIMEOUT`].
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// The target of the decision line, as `RUST_LOG` names it (`mtx_auth::decision=warn` turns
+/// decision lines off).
+const DECISION_TARGET: &str = "mtx_auth::decision";
 
 /// After answering a request whose body was not read to its end (a 408, a 413), how long the
 /// client gets to close the connection before we do. Closing with unread data would send a
@@ -107,11 +123,14 @@ pub fn start(
 /// Starts the server with a policy that reloads (see `crate::reload`); the caller runs the
 /// watchers that trigger reloads.
 ///
-/// Keep-alive is off: each connection answers one request and closes. MediaMTX opens a new
-/// connection for every call anyway, so it loses nothing, and actix times out only the *first*
-/// request head of a connection: once a kept-alive connection has received one byte of its
-/// next request, nothing ends it, so a client could hold it forever with one quick `/healthz`
-/// and one byte. Clients that do reuse connections (Prometheus, load generators) reconnect.
+/// Connections are kept alive, but none can be held open by a client that sends nothing:
+/// actix closes an idle one after [`KEEP_ALIVE`] and times out the *first* head of each
+/// connection ([`HEAD_TIMEOUT`]), but once a kept-alive connection has received one byte of its
+/// next request, nothing in actix ends it (a client could hold it forever with one quick
+/// `/healthz` and one byte). So each connection's socket is wrapped in [`Deadlined`], which
+/// fails the connection's reads once the next head is [`body::NEXT_HEAD_TIMEOUT`] late.
+/// That is why this builds the HTTP service itself (`HttpServer` has no place to wrap the
+/// socket); everything else is as `HttpServer` sets it up.
 pub fn start_live(
     listener: TcpListener,
     live: Arc<LivePolicy>,
@@ -128,22 +147,45 @@ pub fn start_live(
         per_worker * workers,
         fd_limit().map_or("unknown".into(), |n| n.to_string())
     );
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(from_fn(body::bounded))
-            .app_data(state.clone())
+    let local = listener.local_addr()?;
+    let builder = actix_web::dev::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker);
+    // Lets kept-alive connections close at once when the server stops, as `HttpServer` does.
+    let stopping = builder.graceful_shutdown_signal();
+    let server = builder.listen("mtx-auth", listener, move || {
+        let state = state.clone();
+        let stopping = stopping.clone();
+        let app = App::new()
+            .wrap(body::Bounded)
+            .app_data(state)
             .route("/auth", web::post().to(auth))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(scrape))
             .default_service(web::to(|| async { HttpError::NotFound.error_response() }))
-    })
-    .keep_alive(KeepAlive::Disabled)
-    .client_request_timeout(HEAD_TIMEOUT)
-    .client_disconnect_timeout(LINGER)
-    .workers(workers)
-    .max_connections(per_worker)
-    .listen(listener)?;
+            .into_factory()
+            .map_err(|e| e.error_response());
+        let http = HttpService::build()
+            .keep_alive(KEEP_ALIVE)
+            .client_request_timeout(HEAD_TIMEOUT)
+            .client_disconnect_timeout(LINGER)
+            .local_addr(local)
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .on_connect_ext(|io: &Deadlined<TcpStream>, data| {
+                data.insert(io.next_head());
+            })
+            // The app's host and address are only used to build URLs, which nothing here does.
+            .h1(map_config(app, |_| AppConfig::default()));
+        fn_service(|io: TcpStream| async move {
+            let peer = io.peer_addr().ok();
+            Ok((Deadlined::new(io), peer))
+        })
+        .and_then(http)
+    })?;
     Ok(server.run())
 }
 
@@ -215,7 +257,7 @@ async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpRe
         state.metrics.record_refused(e.status_code().as_u16());
         e
     };
-    // `body::bounded` ends a body that takes longer than BODY_TIMEOUT to arrive.
+    // `body::Bounded` ends a body that takes longer than BODY_TIMEOUT to arrive.
     let bytes = payload
         .to_bytes_limited(MAX_BODY)
         .await
@@ -231,10 +273,11 @@ async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpRe
     // One policy for the whole decision, even if a reload happens meanwhile.
     let policy = state.live.load();
     let decision = state.verifier.decide(&policy, &req).await;
-    state
-        .metrics
-        .record(&policy, &req, &decision, started.elapsed());
-    log_decision(&req, &decision, started);
+    let latency = started.elapsed();
+    state.metrics.record(&policy, &req, &decision, latency);
+    if log_decision(&req, &decision, latency) {
+        wake_log_flusher();
+    }
     Ok(match &decision {
         Decision::Allow { user, .. } => HttpResponse::Ok().json(AllowBody { user }),
         Decision::Deny(reason) => HttpResponse::Unauthorized().json(ErrorBody {
@@ -244,9 +287,77 @@ async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpRe
 }
 
 /// One line per decision. Never a password, token or hash: only what identifies the request.
-/// Public for `benches/log_line.rs`, which measures what this line costs a decision.
-pub fn log_decision(req: &Request, decision: &Decision, started: Instant) {
-    let latency_us = started.elapsed().as_micros() as u64;
+///
+/// Written by hand (`logging::Lines`), reading exactly as the tracing event below would print;
+/// that event is still what is logged when there is no such writer (a terminal, tests, benches
+/// without `logging::init`). Returns true when the line was queued as the first of a batch:
+/// the caller arranges `logging::flush` for once the answer is out. Public for
+/// `benches/log_line.rs`, which measures what this line costs a decision.
+pub fn log_decision(req: &Request, decision: &Decision, latency: Duration) -> bool {
+    if !tracing::enabled!(target: DECISION_TARGET, Level::INFO) {
+        return false;
+    }
+    let latency_us = latency.as_micros() as u64;
+    match logging::direct_format() {
+        Some(format) => with_decision_fields(req, decision, latency_us, |fields| {
+            logging::queue(format, Level::INFO, DECISION_TARGET, fields)
+        }),
+        None => {
+            trace_decision(req, decision, latency_us);
+            false
+        }
+    }
+}
+
+/// The decision line's fields, in the order the tracing event has them. Public for
+/// `benches/log_line.rs`.
+pub fn with_decision_fields<R>(
+    req: &Request,
+    decision: &Decision,
+    latency_us: u64,
+    f: impl FnOnce(&[(&'static str, Value<'_>)]) -> R,
+) -> R {
+    let mut fields = [("", Value::Bool(false)); 10];
+    let request = [
+        ("action", Value::Text(&req.action_raw)),
+        ("protocol", Value::Text(&req.protocol)),
+        ("path", Value::Text(&req.path)),
+        ("ip", Value::Text(&req.ip_raw)),
+        ("user", Value::Text(&req.user)),
+    ];
+    fields[..5].copy_from_slice(&request);
+    let mut n = 5;
+    let mut push = |field| {
+        fields[n] = field;
+        n += 1;
+    };
+    match decision {
+        Decision::Allow {
+            source,
+            rule,
+            cached,
+            ..
+        } => {
+            push(("outcome", Value::Str("allow")));
+            push(("source", Value::Str(source.as_str())));
+            if let Some(rule) = rule {
+                push(("rule_line", Value::U64(rule.line as u64)));
+            }
+            push(("cached", Value::Bool(*cached)));
+        }
+        Decision::Deny(reason) => {
+            push(("outcome", Value::Str("deny")));
+            push(("source", Value::Str(decision.source().as_str())));
+            push(("reason", Value::Display(reason)));
+        }
+    }
+    push(("latency_us", Value::U64(latency_us)));
+    f(&fields[..n])
+}
+
+/// The decision line as a tracing event: what the hand-written line reads like, field for
+/// field (a test compares them). Public for `benches/log_line.rs` (the line before issue 16).
+pub fn trace_decision(req: &Request, decision: &Decision, latency_us: u64) {
     match decision {
         Decision::Allow {
             source,
@@ -254,7 +365,7 @@ pub fn log_decision(req: &Request, decision: &Decision, started: Instant) {
             cached,
             ..
         } => tracing::info!(
-            target: "mtx_auth::decision",
+            target: DECISION_TARGET,
             action = %req.action_raw,
             protocol = %req.protocol,
             path = %req.path,
@@ -267,7 +378,7 @@ pub fn log_decision(req: &Request, decision: &Decision, started: Instant) {
             latency_us,
         ),
         Decision::Deny(reason) => tracing::info!(
-            target: "mtx_auth::decision",
+            target: DECISION_TARGET,
             action = %req.action_raw,
             protocol = %req.protocol,
             path = %req.path,
@@ -279,6 +390,30 @@ pub fn log_decision(req: &Request, decision: &Decision, started: Instant) {
             latency_us,
         ),
     }
+}
+
+thread_local! {
+    /// This worker's log flusher, while it waits to be woken; `None` until it first runs and
+    /// while it is woken and not yet run.
+    static LOG_FLUSHER: Cell<Option<Waker>> = const { Cell::new(None) };
+    static LOG_FLUSHER_STARTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Has this worker's queued decision lines written once the task that queued them has sent its
+/// answer: the client never waits for the write, and under load the lines of many answers go
+/// out in one write. The flusher is one task per worker, started on first use and woken for
+/// each batch (a wake-up on the same thread, no allocation); a batch's first line wakes it.
+fn wake_log_flusher() {
+    if let Some(waker) = LOG_FLUSHER.take() {
+        waker.wake();
+    } else if !LOG_FLUSHER_STARTED.replace(true) {
+        actix_web::rt::spawn(std::future::poll_fn(|cx| {
+            logging::flush();
+            LOG_FLUSHER.set(Some(cx.waker().clone()));
+            Poll::<()>::Pending
+        }));
+    }
+    // Otherwise it is already woken, and writes this line with the rest of its batch.
 }
 
 /// Prometheus scrapes this; see `crate::metrics` for what it holds.
@@ -345,5 +480,49 @@ async fn readyz(state: web::Data<Service>) -> HttpResponse {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{DenyReason, Source, UserRule};
+    use crate::logging::tests::{hand_line, hostile_samples, tracing_line};
+    use crate::logging::LogFormat;
+
+    /// The hand-written decision line reads exactly as the tracing event did, in both formats,
+    /// for allows (with and without a rule line) and denies, whatever the client sent.
+    #[test]
+    fn the_decision_line_is_the_tracing_events_line() {
+        let decisions = [
+            Decision::Allow {
+                user: "viewer".into(),
+                source: Source::Users,
+                rule: Some(UserRule { index: 3, line: 12 }),
+                cached: true,
+            },
+            Decision::Allow {
+                user: "".into(),
+                source: Source::Jwt,
+                rule: None,
+                cached: false,
+            },
+            Decision::Deny(DenyReason::NoMatch),
+            Decision::Deny(DenyReason::RateLimited),
+        ];
+        for text in hostile_samples() {
+            let body = serde_json::json!({
+                "action": text, "protocol": text, "path": text, "ip": text, "user": text,
+            })
+            .to_string();
+            let req = Request::parse(body.as_bytes()).unwrap();
+            for decision in &decisions {
+                for format in [LogFormat::Text, LogFormat::Json] {
+                    let want = tracing_line(format, || trace_decision(&req, decision, 41));
+                    let got = with_decision_fields(&req, decision, 41, |f| hand_line(format, f));
+                    assert_eq!(got, want, "{format:?} {decision:?} {text:?}");
+                }
+            }
+        }
     }
 }

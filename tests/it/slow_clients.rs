@@ -179,6 +179,49 @@ fn chunked_and_trickled_bodies_end() {
     );
 }
 
+#[test]
+fn a_head_without_its_body_is_answered_408() {
+    // The head alone, announcing a body that never comes: no byte of it arrives with the head,
+    // so the body's timer starts only when actix polls the handler a second time.
+    let path = temp_config("slow-no-body.toml", CONFIG);
+    let server = Binary::start(&path);
+    let mut s = connect(&server.addr).unwrap();
+    s.write_all(
+        b"POST /auth HTTP/1.1\r\nHost: mtx-auth\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n",
+    )
+    .unwrap();
+    let answer = read_to_close(&mut s, Instant::now() + Duration::from_secs(30))
+        .expect("still open after 30 s");
+    assert_eq!(status(&answer), Some(408), "{answer:?}");
+}
+
+/// A kept-alive connection serves request after request; only a stalled one is closed.
+#[test]
+fn kept_alive_connections_serve_many_requests() {
+    let path = temp_config("slow-keep-alive.toml", CONFIG);
+    let server = Binary::start(&path);
+    let mut s = connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    for _ in 0..3 {
+        write!(
+            s,
+            "POST /auth HTTP/1.1\r\nHost: mtx-auth\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{GOOD_AUTH}",
+            GOOD_AUTH.len()
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(br#"{"user":"alice"}"#) {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(status(&answer), Some(200));
+    }
+}
+
 fn connect(addr: &str) -> std::io::Result<TcpStream> {
     TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(30))
 }
