@@ -8,6 +8,8 @@
 # For each, the release binary is started on 127.0.0.1:PORT and the script reports:
 #   accept_s     seconds from exec until the port accepts a TCP connection
 #   ready_s      seconds from exec until GET /readyz answers 200
+#   cpu_s        CPU seconds (user + system) the server had used by then: unlike the wall-clock
+#                times, it hardly moves when other processes compete for the CPU
 #   rss_mib      VmRSS once ready (after SETTLE_S seconds, so the allocator has settled)
 #   start_hwm    VmHWM then: the peak of the start, parse included
 #   reload_hwm   the peak during one reload: VmHWM is reset first (`echo 5 > clear_refs`), then
@@ -76,6 +78,11 @@ awk -v n="$USERS" 'BEGIN {
 
 now_ns() { date +%s%N; }
 secs_since() { awk -v a="$1" -v b="$(now_ns)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
+cpu_s() {
+    # utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks; the name in field 2
+    # has no spaces here.
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
 kib() { awk -v k="$2" '$1 == k ":" { print $2 }' "/proc/$1/status"; }
 mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.0f", k / 1024 }'; }
 generation() {
@@ -95,7 +102,7 @@ alive() {
 # One run of one config: prints a table row.
 run() {
     local name="$1" config="$WORK/$1.toml" log="$WORK/$1.log"
-    local start accept="" ready="" rss hwm reload_hwm reload_s after gen0 mark=""
+    local start accept="" ready="" cpu rss hwm reload_hwm reload_s after gen0 mark=""
     # Another server on the port would answer in place of this one.
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
         echo "users-memory.sh: something already listens on 127.0.0.1:$PORT; set PORT" >&2
@@ -110,6 +117,7 @@ run() {
         fi
         if [[ -n "$accept" ]] && curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null; then
             ready="$(secs_since "$start")"
+            cpu="$(cpu_s "$SERVER_PID")"
             break
         fi
         sleep 0.01
@@ -147,13 +155,13 @@ run() {
     kill "$SERVER_PID"
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
-    printf '%-6s %8s %8s %8s %10s %11s %9s %10s\n' "$name" "$accept" "$ready" "$(mib "$rss")" \
-        "$(mib "$hwm")" "$mark$(mib "$reload_hwm")" "$reload_s" "$(mib "$after")"
+    printf '%-6s %8s %8s %6s %8s %10s %11s %9s %10s\n' "$name" "$accept" "$ready" "$cpu" \
+        "$(mib "$rss")" "$(mib "$hwm")" "$mark$(mib "$reload_hwm")" "$reload_s" "$(mib "$after")"
 }
 
 echo "users=$USERS binary=$BIN"
-printf '%-6s %8s %8s %8s %10s %11s %9s %10s\n' config accept_s ready_s rss_mib start_hwm \
-    reload_hwm reload_s after_mib
+printf '%-6s %8s %8s %6s %8s %10s %11s %9s %10s\n' config accept_s ready_s cpu_s rss_mib \
+    start_hwm reload_hwm reload_s after_mib
 for _ in $(seq 1 "$ROUNDS"); do
     for c in $CONFIGS; do
         run "$c"

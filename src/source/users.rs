@@ -957,6 +957,12 @@ permissions = [
     }
 
     #[test]
+    fn a_user_record_stays_small() {
+        // 100,000 users: 6.1 MiB of records. Anything variable-length belongs in the buffers.
+        assert!(std::mem::size_of::<StoredUser>() <= 64);
+    }
+
+    #[test]
     fn unknown_action_matches_nobody() {
         let u = users("[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n");
         let mut req = Request::new(Action::Read, "", "", "", "");
