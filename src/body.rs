@@ -71,6 +71,7 @@ where
     }
 }
 
+/// [`Bounded`] around the app's service, one per worker.
 pub struct BoundedService<S> {
     service: S,
 }

@@ -158,7 +158,8 @@ impl Frame {
 impl Lines {
     /// Appends one line (with its `\n`) in `format`, as tracing-subscriber's text format (with
     /// [`EscapedFields`], no ANSI colours) or JSON format prints an event with these fields and
-    /// no span.
+    /// no span. (The decision is never logged inside a span; nothing here would print one.)
+    /// Field names are ours, plain identifiers, and are written as they are.
     pub fn push(
         &mut self,
         format: LogFormat,
