@@ -5,7 +5,9 @@
 //!
 //! - [`decision`] is the vocabulary every layer shares: `Decision`, `DenyReason`, `Source`. A
 //!   leaf: it imports nothing of the crate.
-//! - [`config`] reads the TOML file into checked types: a loaded config cannot be invalid.
+//! - [`config`] reads the TOML file into checked types: a loaded config cannot be invalid. Each
+//!   section is read by the code that owns it, through [`config::reader`]; account sections by
+//!   the kinds registered in [`source::ACCOUNT_KINDS`].
 //! - [`credential`] holds plain, `sha256:` and `argon2:` secrets and every comparison of them.
 //! - [`permission`] is MediaMTX's `{action, path}` matching.
 //! - [`source`] holds the identity sources, asked in this order: [`source::users`] is MediaMTX's
