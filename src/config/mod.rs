@@ -93,37 +93,27 @@ impl Config {
         };
         let mut root = Table::new(doc.as_table(), 0..0, &errs);
         let server = root.table("server").map(server::read).unwrap_or_default();
-        let users = match &split {
-            None => root
-                .tables("users")
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(users::read)
-                .collect(),
+        // Straight into the compact list: no entry outlives its own reading.
+        let mut users = UserList::default();
+        match &split {
+            None => users::read_into(&mut root, &mut users),
             Some(split) => {
                 if root.has("users") {
                     errs.push(root.span_of("users"), "duplicate key `users`".into());
                 }
-                // Straight into the compact list: no entry outlives its own reading.
-                let mut users = UserList::default();
                 for range in &split.users {
                     match ImDocument::parse(&text[range.clone()]) {
                         Ok(doc) => {
                             let mut entry = Table::at(doc.as_table(), 0..0, &errs, range.start);
-                            for t in entry.tables("users").unwrap_or_default() {
-                                if let Some(user) = users::read(t) {
-                                    users.push(user);
-                                }
-                            }
+                            users::read_into(&mut entry, &mut users);
                             entry.finish();
                         }
                         Err(e) => syntax_error(&errs, &e, text, range.start),
                     }
                 }
-                users.shrink_to_fit();
-                users
             }
-        };
+        }
+        users.shrink_to_fit();
         let jwt = root.table("jwt").and_then(crate::source::jwt::config::read);
         let mut sections: Vec<_> = crate::source::ACCOUNT_KINDS
             .iter()

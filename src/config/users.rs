@@ -2,7 +2,17 @@
 
 use crate::config::reader::Table;
 use crate::credential::{Credential, CredentialError};
-use crate::source::users::{UserEntry, UserName};
+use crate::source::users::{UserEntry, UserList, UserName};
+
+/// The `users` array of tables of `t` (the whole file, or one entry parsed alone), appended
+/// to `list`.
+pub fn read_into<'a>(t: &mut Table<'a>, list: &mut UserList) {
+    for entry in t.tables("users").unwrap_or_default() {
+        if let Some(user) = read(entry) {
+            list.push(user);
+        }
+    }
+}
 
 /// One `[[users]]` entry, or `None` after reporting what is wrong with it.
 pub fn read(mut t: Table<'_>) -> Option<UserEntry> {

@@ -52,11 +52,7 @@ fn read(
     settings.local_networks = t.networks("local_networks");
     let url = t.url("url");
     if url.is_none() && !t.has("url") {
-        let name = match flavor {
-            Flavor::Jellyfin => "jellyfin",
-            Flavor::Emby => "emby",
-        };
-        t.problem(format!("[{name}] needs url"));
+        t.problem(format!("[{}] needs url", flavor.name()));
     }
     Some(Arc::new(MediaBrowser::new(flavor, &url?, settings.timeout)))
 }
@@ -66,6 +62,16 @@ fn read(
 pub enum Flavor {
     Jellyfin,
     Emby,
+}
+
+impl Flavor {
+    /// The config section and the name in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Jellyfin => "jellyfin",
+            Flavor::Emby => "emby",
+        }
+    }
 }
 
 pub struct MediaBrowser {
@@ -133,15 +139,8 @@ impl MediaBrowser {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn server_name(&self) -> &'static str {
-        match self.flavor {
-            Flavor::Jellyfin => "jellyfin",
-            Flavor::Emby => "emby",
-        }
+        self.flavor.name()
     }
 
     /// Jellyfin can tell whose a token is; Emby cannot.

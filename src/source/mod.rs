@@ -25,8 +25,3 @@ pub const ACCOUNT_KINDS: &[&AccountKind] = &[
     &plex::PLEX,
     &oidc::OIDC,
 ];
-
-/// The registered kind named `name`.
-pub fn account_kind(name: &str) -> Option<&'static AccountKind> {
-    ACCOUNT_KINDS.iter().copied().find(|k| k.name == name)
-}

@@ -133,10 +133,6 @@ impl Plex {
         }
     }
 
-    pub fn api_url(&self) -> &str {
-        &self.api_url
-    }
-
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.api_url))
@@ -144,10 +140,6 @@ impl Plex {
             .header("X-Plex-Client-Identifier", &self.client_id)
             .header("X-Plex-Product", "mtx-auth")
             .header("X-Plex-Version", env!("CARGO_PKG_VERSION"))
-    }
-
-    pub fn password_login(&self) -> bool {
-        self.password_login
     }
 
     async fn check_now(&self, creds: &OwnedCredentials) -> Result<Identity, CheckError> {
