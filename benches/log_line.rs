@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
         source: Source::Users,
         rule: Some(UserRule { index: 3, line: 12 }),
         cached: true,
+        grant: mtx_auth::decision::Grant::User,
     };
     let mut group = c.benchmark_group("log_line");
     let traced =

@@ -37,6 +37,16 @@ impl SecretHasher {
         SecretHasher { k0, k1 }
     }
 
+    /// A hasher with a key kept elsewhere (the store), for digests that must mean the same
+    /// after a restart.
+    pub fn with_key(key: [u8; 16]) -> Self {
+        let (k0, k1) = key.split_at(8);
+        SecretHasher {
+            k0: u64::from_le_bytes(k0.try_into().unwrap_or_default()),
+            k1: u64::from_le_bytes(k1.try_into().unwrap_or_default()),
+        }
+    }
+
     /// Hashes `parts` under a `domain` tag; each part but the last is length-prefixed, so
     /// ("ab", "c") and ("a", "bc") differ.
     pub fn hash(&self, domain: u8, parts: &[&[u8]]) -> u128 {

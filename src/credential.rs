@@ -120,6 +120,20 @@ impl CredentialRef<'_> {
         }
     }
 
+    /// The value as configured, tagged with its kind: what a keyed digest of a `[[users]]`
+    /// entry's credentials is taken over (`crate::sessions`). Never logged or stored as is.
+    pub fn material(self) -> Vec<u8> {
+        let (tag, bytes): (u8, &[u8]) = match self {
+            CredentialRef::Plain(p) => (b'p', p),
+            CredentialRef::Sha256(d) => (b's', d),
+            CredentialRef::Argon2(h) => (b'a', h.0.as_bytes()),
+        };
+        let mut out = Vec::with_capacity(bytes.len() + 1);
+        out.push(tag);
+        out.extend_from_slice(bytes);
+        out
+    }
+
     /// A short name of the kind, for `explain` and debugging output.
     pub fn kind(self) -> &'static str {
         match self {

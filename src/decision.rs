@@ -6,6 +6,7 @@
 //! whether a user name exists.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Which source decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,10 @@ pub enum Source {
     Users,
     /// A JWT verified against the `[jwt]` key set.
     Jwt,
+    /// A stream credential mtx-auth issued (`mtx-auth token issue`).
+    Credential,
+    /// mtx-auth's own secret, on the calls it makes to MediaMTX's API (kicks).
+    Internal,
     /// An account source, by the name it is registered under (`crate::source::ACCOUNT_KINDS`):
     /// its config section and metrics label.
     Account(&'static str),
@@ -26,6 +31,8 @@ impl Source {
         match self {
             Source::Users => "users",
             Source::Jwt => "jwt",
+            Source::Credential => "credential",
+            Source::Internal => "internal",
             Source::Account(name) => name,
             Source::None => "none",
         }
@@ -46,12 +53,17 @@ pub enum DenyReason {
     Busy,
     /// The request carried a JWT, and it was refused.
     Jwt(JwtError),
+    /// The request carried one of our stream credentials (`mtxa_…`), and it was refused.
+    Credential(CredentialDeny),
     /// An account source recognised the credentials but refused the request, or could not be
     /// asked.
     Account(Source, AccountDeny),
     /// Too many failed attempts from this client address (or for this user name) recently:
     /// denied without checking anything.
     RateLimited,
+    /// Allowed, but the registry of live sessions is full: a session that could not be taken
+    /// back is not let in.
+    SessionsFull,
 }
 
 impl DenyReason {
@@ -62,6 +74,7 @@ impl DenyReason {
     pub fn is_failed_attempt(&self) -> bool {
         match self {
             DenyReason::NoMatch => true,
+            DenyReason::Credential(e) => *e == CredentialDeny::Unknown,
             DenyReason::Jwt(e) => !matches!(e, JwtError::KeysUnavailable | JwtError::NotPermitted),
             _ => false,
         }
@@ -75,10 +88,12 @@ impl DenyReason {
             DenyReason::UnknownAction => "unknown_action",
             DenyReason::Busy => "busy",
             DenyReason::Jwt(_) => "jwt",
+            DenyReason::Credential(_) => "credential",
             DenyReason::Account(_, AccountDeny::Unreachable) => "unreachable",
             DenyReason::Account(_, AccountDeny::TooManyFailures) => "rate_limited",
             DenyReason::Account(_, _) => "account",
             DenyReason::RateLimited => "rate_limited",
+            DenyReason::SessionsFull => "sessions_full",
         }
     }
 }
@@ -93,11 +108,15 @@ impl fmt::Display for DenyReason {
             DenyReason::UnknownAction => f.write_str("unknown action"),
             DenyReason::Busy => f.write_str("busy: too many password verifications waiting"),
             DenyReason::Jwt(e) => write!(f, "jwt: {e}"),
+            DenyReason::Credential(e) => write!(f, "stream credential {e}"),
             DenyReason::Account(source, AccountDeny::Unreachable) => {
                 write!(f, "{} unreachable", source.as_str())
             }
             DenyReason::Account(source, e) => write!(f, "{}: {e}", source.as_str()),
             DenyReason::RateLimited => f.write_str("too many failed attempts; try again later"),
+            DenyReason::SessionsFull => {
+                f.write_str("too many live sessions tracked; try again later")
+            }
         }
     }
 }
@@ -114,6 +133,9 @@ pub enum Decision {
         rule: Option<UserRule>,
         /// Answered from a verification cache, without argon2 or a signature check.
         cached: bool,
+        /// What let the request in, as the registry of live sessions needs it to know when that
+        /// access ends.
+        grant: Grant,
     },
     Deny(DenyReason),
 }
@@ -129,6 +151,22 @@ impl Decision {
             Decision::Deny(_) => Source::None,
         }
     }
+}
+
+/// What let a request in, beyond the source: what ends the access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A `[[users]]` entry (the decision's `rule`): a reload may remove or change it.
+    User,
+    /// A stream credential, by its public id: revoked, or at `ends_at` (its expiry, seconds
+    /// since 1970), it ends.
+    Credential { id: Arc<str>, ends_at: Option<i64> },
+    /// A JWT: it ends at `ends_at`, the first second `/auth` denies it (`exp` plus the leeway).
+    Jwt { ends_at: Option<i64> },
+    /// An account source's answer: checked again when its cached answer runs out.
+    Account,
+    /// mtx-auth's own API secret: nothing to take back.
+    Internal,
 }
 
 /// A `[[users]]` entry: its position in config order and its line in the file.
@@ -175,6 +213,20 @@ pub enum JwtError {
     NotPermitted,
     #[error("jwt key set unavailable")]
     KeysUnavailable,
+}
+
+/// Why a stream credential was refused. Texts follow "stream credential ".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialDeny {
+    /// Not one mtx-auth issued (or the store holding them is not configured).
+    #[error("unknown")]
+    Unknown,
+    #[error("revoked")]
+    Revoked,
+    #[error("expired")]
+    Expired,
+    #[error("does not permit this action and path")]
+    NotPermitted,
 }
 
 /// Why an account source denied a request it recognised.

@@ -16,6 +16,9 @@
 //!   and keeps through IdP outages; [`source::account`] is what the account sources share
 //!   (cache, coalescing, outages, per-name limit) and [`source::backend`] the contract their
 //!   backends (Jellyfin/Emby, Plex, OIDC password login) implement.
+//! - [`issued`] holds the stream credentials mtx-auth issues (`mtx-auth token`) as decisions
+//!   read them: in memory, by digest, decided first. [`store`] keeps them (SQLite), and its
+//!   `feed` brings every change into memory within a second.
 //! - [`cache`] is the hot-path cache of account answers: lock-free reads, expiring entries.
 //! - [`policy`] decides: it has no HTTP or async types, so tests, benches and `explain` call it
 //!   directly. argon2 work and JWKS refetches are returned to the caller as steps to run
@@ -45,6 +48,7 @@ pub mod config;
 pub mod credential;
 pub mod decision;
 pub mod import;
+pub mod issued;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;
@@ -53,6 +57,9 @@ pub mod policy;
 pub mod reload;
 pub mod request;
 pub mod server;
+pub mod sessions;
 pub mod source;
 pub mod state;
+pub mod store;
+pub mod time;
 pub mod verifier;

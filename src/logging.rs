@@ -343,7 +343,7 @@ impl Clock {
     fn write(&mut self, out: &mut Vec<u8>, time: SystemTime) {
         let since = match time.duration_since(UNIX_EPOCH) {
             Ok(since) if self.second == Some(since.as_secs()) => since,
-            Ok(since) => match civil_time(since.as_secs()) {
+            Ok(since) => match crate::time::civil_time(since.as_secs()) {
                 Some(date) => {
                     self.date = date;
                     self.second = Some(since.as_secs());
@@ -372,47 +372,6 @@ fn write_now_as_tracing_does(out: &mut Vec<u8>) {
     let mut text = String::new();
     let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut text));
     out.extend_from_slice(text.as_bytes());
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` of a second since 1970 (UTC), for years up to 9999.
-fn civil_time(secs: u64) -> Option<[u8; 19]> {
-    let mut days = secs / 86_400;
-    let of_day = secs % 86_400;
-    let leap = |y: u64| y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
-    let mut year = 1970;
-    loop {
-        let len = if leap(year) { 366 } else { 365 };
-        if days < len {
-            break;
-        }
-        days -= len;
-        year += 1;
-    }
-    if year > 9999 {
-        return None;
-    }
-    let february = if leap(year) { 29 } else { 28 };
-    let mut month = 1;
-    for len in [31, february, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] {
-        if days < len {
-            break;
-        }
-        days -= len;
-        month += 1;
-    }
-    let mut out = Vec::with_capacity(19);
-    push_digits(&mut out, year, 4);
-    out.push(b'-');
-    push_digits(&mut out, month, 2);
-    out.push(b'-');
-    push_digits(&mut out, days + 1, 2);
-    out.push(b'T');
-    push_digits(&mut out, of_day / 3600, 2);
-    out.push(b':');
-    push_digits(&mut out, of_day / 60 % 60, 2);
-    out.push(b':');
-    push_digits(&mut out, of_day % 60, 2);
-    out.try_into().ok()
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits.
@@ -1072,14 +1031,14 @@ pub(crate) mod tests {
 
     #[test]
     fn dates_and_times() {
-        let civil = |secs| String::from_utf8(civil_time(secs).unwrap().to_vec()).unwrap();
+        let civil = |secs| String::from_utf8(crate::time::civil_time(secs).unwrap().to_vec()).unwrap();
         assert_eq!(civil(0), "1970-01-01T00:00:00");
         assert_eq!(civil(951_782_400), "2000-02-29T00:00:00");
         assert_eq!(civil(1_764_547_200), "2025-12-01T00:00:00");
         assert_eq!(civil(1_798_761_599), "2026-12-31T23:59:59");
         assert_eq!(civil(4_102_444_799), "2099-12-31T23:59:59");
         assert_eq!(civil(253_402_300_799), "9999-12-31T23:59:59");
-        assert_eq!(civil_time(253_402_300_800), None);
+        assert_eq!(crate::time::civil_time(253_402_300_800), None);
 
         let mut clock = Clock::default();
         let mut out = Vec::new();

@@ -67,21 +67,23 @@ const PROTOCOLS: [&str; 8] = ["rtsp", "rtmp", "hls", "webrtc", "srt", "moq", "",
 
 /// How many values the `source` label has: `users`, `jwt`, each registered account kind
 /// (`crate::source::ACCOUNT_KINDS`), `none`.
-const SOURCES: usize = ACCOUNT_KINDS.len() + 3;
+const SOURCES: usize = ACCOUNT_KINDS.len() + 5;
 
 const OUTCOMES: [&str; 2] = ["allow", "deny"];
 
 /// Deny reasons known here, for a cached counter handle each (`DenyReason::kind`). A kind not
 /// in the list is still counted, through the family's slower lookup.
-const DENY_KINDS: [&str; 8] = [
+const DENY_KINDS: [&str; 10] = [
     "no_credentials",
     "no_match",
     "unknown_action",
     "busy",
     "jwt",
+    "credential",
     "unreachable",
     "account",
     "rate_limited",
+    "sessions_full",
 ];
 
 const DECISION_SERIES: usize = ACTIONS.len() * PROTOCOLS.len() * SOURCES * OUTCOMES.len();
@@ -100,6 +102,33 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KickLabels {
+    reason: &'static str,
+    result: &'static str,
+}
+
+/// Kicks of live sessions by why access ended (`crate::sessions::Ending`) and how the kick went
+/// (`kicked`, `gone`: the session had ended already, `failed`: the API could not be reached
+/// after every attempt). Handed to the sessions' watcher; counted once per process.
+#[derive(Clone, Default)]
+pub struct KickCounters(Family<KickLabels, Counter>);
+
+impl KickCounters {
+    pub fn count(&self, reason: &'static str, result: &'static str) {
+        self.0.get_or_create(&KickLabels { reason, result }).inc();
+    }
+}
+
+/// The registry of live sessions as `/metrics` shows it.
+#[derive(Clone, Default)]
+pub struct SessionGauges {
+    /// Sessions tracked now.
+    pub tracked: prometheus_client::metrics::gauge::Gauge,
+    /// Sessions denied because the registry was full.
+    pub refused: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
 }
@@ -107,6 +136,9 @@ struct StatusLabels {
 /// Every metric of the process. Created once with the server; survives config reloads.
 pub struct Metrics {
     registry: Registry,
+    /// Handed to the sessions' watcher (`crate::sessions::watch`).
+    pub kicks: KickCounters,
+    pub sessions: SessionGauges,
     decisions: Family<DecisionLabels, Counter>,
     /// One slot per label combination, filled on first use: the hot path skips the family's
     /// lock and label hashing.
@@ -218,6 +250,26 @@ impl Metrics {
         let too_large = bad_requests
             .get_or_create(&StatusLabels { status: "413" })
             .clone();
+        let kicks = KickCounters::default();
+        registry.register(
+            "kicks",
+            "Live MediaMTX sessions kicked because what let them in ended, by reason \
+             (credential_revoked, credential_expired, jwt_expired, user_changed) and result \
+             (kicked; gone: it had ended already; failed: the API could not be reached)",
+            kicks.0.clone(),
+        );
+        let sessions = SessionGauges::default();
+        registry.register(
+            "sessions",
+            "Live MediaMTX sessions tracked so that they can be kicked",
+            sessions.tracked.clone(),
+        );
+        registry.register(
+            "sessions_refused",
+            "Sessions denied because the registry of live sessions was full \
+             ([mediamtx] max_sessions)",
+            sessions.refused.clone(),
+        );
         let verification = Arc::new(VerificationCaches::default());
         registry.register_collector(Box::new(Scrape {
             live,
@@ -225,6 +277,8 @@ impl Metrics {
         }));
         Metrics {
             registry,
+            kicks,
+            sessions,
             decisions,
             decision_handles: (0..DECISION_SERIES).map(|_| OnceLock::new()).collect(),
             denials,
@@ -348,10 +402,12 @@ fn source_index(source: Source) -> usize {
     match source {
         Source::Users => 0,
         Source::Jwt => 1,
+        Source::Credential => 2,
+        Source::Internal => 3,
         Source::Account(name) => ACCOUNT_KINDS
             .iter()
             .position(|k| k.name == name)
-            .map_or(SOURCES - 1, |i| i + 2),
+            .map_or(SOURCES - 1, |i| i + 4),
         Source::None => SOURCES - 1,
     }
 }
@@ -568,7 +624,12 @@ mod tests {
         for a in Action::ALL {
             assert_eq!(ACTIONS[action_index(a)], a.as_str());
         }
-        let mut sources = vec![Source::Users, Source::Jwt];
+        let mut sources = vec![
+            Source::Users,
+            Source::Jwt,
+            Source::Credential,
+            Source::Internal,
+        ];
         sources.extend(ACCOUNT_KINDS.iter().map(|k| Source::Account(k.name)));
         sources.push(Source::None);
         assert_eq!(sources.len(), SOURCES);

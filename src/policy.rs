@@ -14,7 +14,7 @@ use crate::cache::{SecretHasher, TtlMap};
 use crate::config::{Config, ServerConfig};
 use crate::credential::{Argon2Hash, CredentialRef};
 use crate::decision::{AccountDeny, JwtError};
-pub use crate::decision::{Decision, DenyReason, Source, UserRule};
+pub use crate::decision::{Decision, DenyReason, Grant, Source, UserRule};
 use crate::request::Request;
 use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtOutcome};
@@ -237,12 +237,17 @@ impl Policy {
         if let (Some(jwt), Some(action)) = (&self.jwt, req.action) {
             match jwt.check(req, action) {
                 JwtOutcome::NoToken => {}
-                JwtOutcome::Allow { identity, cached } => {
+                JwtOutcome::Allow {
+                    identity,
+                    cached,
+                    ends_at,
+                } => {
                     return Step::Done(Decision::Allow {
                         user: identity,
                         source: Source::Jwt,
                         rule: None,
                         cached,
+                        grant: Grant::Jwt { ends_at },
                     })
                 }
                 JwtOutcome::Deny(JwtError::UnknownKey) if may_refetch => return Step::RefetchKeys,
@@ -331,6 +336,7 @@ impl Policy {
                         source: source.kind,
                         rule: None,
                         cached: cached || stale,
+                        grant: Grant::Account,
                     },
                     Err(deny) => Decision::Deny(DenyReason::Account(source.kind, deny)),
                 }))
@@ -366,6 +372,7 @@ impl Policy {
                 line: self.users.get(index).line(),
             }),
             cached,
+            grant: Grant::User,
         }
     }
 

@@ -26,14 +26,14 @@ use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{fn_service, AppConfig};
 use actix_web::http::StatusCode;
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, App, HttpResponse, ResponseError};
+use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use tracing::Level;
 
 use crate::body::{self, Deadlined};
 use crate::logging::{self, Value};
 use crate::metrics;
-use crate::policy::{Decision, Policy};
+use crate::policy::{Decision, DenyReason, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::{Request, RequestError};
 use crate::state::Service;
@@ -136,8 +136,17 @@ pub fn start_live(
     live: Arc<LivePolicy>,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    reload::spawn_background(&live.load());
-    let state = web::Data::new(Service::new(live));
+    start_service(listener, Service::new(live), workers)
+}
+
+/// Starts the server around a process-long state the caller built (with its store).
+pub fn start_service(
+    listener: TcpListener,
+    service: Service,
+    workers: Option<usize>,
+) -> std::io::Result<actix_web::dev::Server> {
+    reload::spawn_background(&service.live.load());
+    let state = web::Data::new(service);
     // actix's own default, named so the connection limit can be divided among the workers.
     let workers = workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
@@ -251,7 +260,11 @@ pub fn raise_fd_limit() {
 #[cfg(not(unix))]
 pub fn raise_fd_limit() {}
 
-async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpResponse, HttpError> {
+async fn auth(
+    state: web::Data<Service>,
+    http: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, HttpError> {
     let started = Instant::now();
     let refused = |e: HttpError| {
         state.metrics.record_refused(e.status_code().as_u16());
@@ -272,7 +285,19 @@ async fn auth(state: web::Data<Service>, payload: web::Payload) -> Result<HttpRe
     })?;
     // One policy for the whole decision, even if a reload happens meanwhile.
     let policy = state.live.load();
-    let decision = state.verifier.decide(&policy, &req).await;
+    let mut decision = state.verifier.decide(&policy, &req).await;
+    if let Some(watch) = state.sessions.as_deref().filter(|_| decision.is_allow()) {
+        // The MediaMTX that asked is the one whose API can kick the session.
+        let caller = http.peer_addr().map(|a| a.ip());
+        if let Some(api) = watch.config.api_for(caller) {
+            let now = crate::time::now_unix();
+            if let Err(full) = watch.registry.admit(&policy, &req, &decision, api, now) {
+                tracing::warn!(target: DECISION_TARGET, sessions = watch.registry.len(), "{full}");
+                state.metrics.sessions.refused.inc();
+                decision = Decision::Deny(DenyReason::SessionsFull);
+            }
+        }
+    }
     let latency = started.elapsed();
     state.metrics.record(&policy, &req, &decision, latency);
     if log_decision(&req, &decision, latency) {
@@ -500,12 +525,14 @@ mod tests {
                 source: Source::Users,
                 rule: Some(UserRule { index: 3, line: 12 }),
                 cached: true,
+                grant: crate::decision::Grant::User,
             },
             Decision::Allow {
                 user: "".into(),
                 source: Source::Jwt,
                 rule: None,
                 cached: false,
+                grant: crate::decision::Grant::Jwt { ends_at: None },
             },
             Decision::Deny(DenyReason::NoMatch),
             Decision::Deny(DenyReason::RateLimited),

@@ -12,18 +12,34 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+use rand::RngCore;
+use tokio::sync::mpsc;
+
+use crate::cache::SecretHasher;
 use crate::metrics::Metrics;
 use crate::reload::LivePolicy;
+use crate::sessions::api::MediamtxApi;
+use crate::sessions::watch::{write_behind, Watch};
+use crate::sessions::{MediamtxConfig, Registry};
+use crate::store::feed::CredentialFeed;
+use crate::store::{Store, StoreConfig, StoreError};
+use crate::time::now_unix;
 use crate::verifier::Verifier;
 
 /// The process-long state every handler shares.
 pub struct Service {
     /// The policy in use, swapped by reloads.
     pub live: Arc<LivePolicy>,
-    /// argon2 on a bounded pool, and the brute-force limiter.
+    /// argon2 on a bounded pool, the brute-force limiter, and the stream credentials the store
+    /// feeds.
     pub verifier: Verifier,
     /// One set per process: unlike the policy, it is not replaced by a reload.
     pub metrics: Metrics,
+    /// The store's pool, when the config has `[store]` (read once at start, like `[server]`).
+    pub store: Option<Store>,
+    /// The registry of live sessions and its watcher, when `[mediamtx]` names an API.
+    pub sessions: Option<Arc<Watch>>,
 }
 
 impl Service {
@@ -39,6 +55,109 @@ impl Service {
             live,
             verifier,
             metrics,
+            store: None,
+            sessions: None,
         }
     }
+}
+
+/// Why the process-long state could not be built: `serve` refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Service {
+    /// Builds the process-long state for `serve`: the store opened (created, migrated) and its
+    /// credentials read before the first request, so a credential issued before the start is
+    /// good from the first answer; with `[mediamtx]`, the registry of live sessions (what a
+    /// previous run let in, read back from the store) and its watcher. The background tasks
+    /// (the store feed, the watcher, the store writer) run on the current runtime.
+    pub async fn open(
+        live: Arc<LivePolicy>,
+        store: Option<&StoreConfig>,
+        mediamtx: Option<MediamtxConfig>,
+    ) -> Result<Service, StartError> {
+        let mut service = Service::new(Arc::clone(&live));
+        let store = match store {
+            Some(config) => Some(Store::open(config).await?),
+            None => None,
+        };
+        let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+        if let Some(store) = &store {
+            let issued = Arc::clone(&service.verifier.issued);
+            let feed = CredentialFeed::load(store.clone(), issued).await?;
+            tracing::info!(
+                "store: {} ({} stream credentials)",
+                store.describe(),
+                service.verifier.issued.len()
+            );
+            tokio::spawn(feed.run(move |changed| {
+                let _ = changed_tx.send(changed);
+            }));
+        }
+        if let Some(mediamtx) = mediamtx {
+            let now = now_unix();
+            // Kept in the store, so that every replica recognises it and a restart keeps it.
+            let (secret, key) = match &store {
+                Some(store) => (
+                    store.secret("mediamtx_api", now, new_api_secret).await?,
+                    store.secret("registry_key", now, new_registry_key).await?,
+                ),
+                None => (new_api_secret(), new_registry_key()),
+            };
+            let hasher = SecretHasher::with_key(registry_key(&key));
+            let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+            let registry = Arc::new(Registry::new(mediamtx.max_sessions, hasher, changes_tx));
+            if let Some(store) = &store {
+                let mut restored = 0;
+                for record in store.sessions().await? {
+                    if let Some(session) = crate::sessions::watch::session(&record) {
+                        restored += usize::from(registry.insert(session).is_ok());
+                    }
+                }
+                if restored > 0 {
+                    tracing::info!("{restored} live sessions read back from the store");
+                }
+                tokio::spawn(write_behind(store.clone(), changes_rx));
+            }
+            let secret: Arc<str> = secret.into();
+            service.verifier.api_secret = Some(Arc::clone(&secret));
+            let api = MediamtxApi::new(secret, mediamtx.timeout);
+            let watch = Arc::new(Watch::new(registry, mediamtx, api, live, &service.metrics));
+            tokio::spawn(Arc::clone(&watch).run(changed_rx));
+            service.sessions = Some(watch);
+        }
+        service.store = store;
+        Ok(service)
+    }
+}
+
+/// mtx-auth's own secret for MediaMTX's API: 256 random bits.
+fn new_api_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!(
+        "mtxk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The key of the registry's `[[users]]` digests: 128 random bits, hex.
+fn new_registry_key() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn registry_key(hex: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    key
 }

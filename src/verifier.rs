@@ -12,8 +12,11 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::issued::IssuedCredentials;
 use crate::limiter::{Limiter, Limits};
-use crate::policy::{Argon2Work, Decision, DenyReason, Policy, Step};
+use crate::credential;
+use crate::permission::Action;
+use crate::policy::{Argon2Work, Decision, DenyReason, Grant, Policy, Source, Step};
 use crate::request::Request;
 
 pub struct Verifier {
@@ -22,6 +25,10 @@ pub struct Verifier {
     max_waiting: usize,
     /// Brute-force limits; `None` for callers that decide one request (`explain`, benches).
     pub limiter: Option<Limiter>,
+    /// The stream credentials mtx-auth issued, asked before any source (empty without a store).
+    pub issued: Arc<IssuedCredentials>,
+    /// The secret mtx-auth's own calls to MediaMTX's API carry (kicks): good for `api` only.
+    pub api_secret: Option<Arc<str>>,
 }
 
 /// The queue was full, or the verification thread died; either way the answer is deny.
@@ -36,7 +43,15 @@ impl Verifier {
             waiting: AtomicUsize::new(0),
             max_waiting: queue,
             limiter: None,
+            issued: Arc::default(),
+            api_secret: None,
         }
+    }
+
+    /// Deciding stream credentials from `issued`.
+    pub fn with_issued(mut self, issued: Arc<IssuedCredentials>) -> Self {
+        self.issued = issued;
+        self
     }
 
     /// With brute-force limits, as the server runs it.
@@ -68,7 +83,8 @@ impl Verifier {
         .map_err(|_| Busy)
     }
 
-    /// Drives a decision to its end, running argon2 steps here, key refetches when a JWT
+    /// Drives a decision to its end: a stream credential from memory; otherwise the policy,
+    /// running argon2 steps here, key refetches when a JWT
     /// names an unknown key, and account sources' upstream calls.
     pub async fn decide(&self, policy: &Policy, req: &Request<'_>) -> Decision {
         let Some(limiter) = &self.limiter else {
@@ -90,6 +106,20 @@ impl Verifier {
     }
 
     async fn drive(&self, policy: &Policy, req: &Request<'_>) -> Decision {
+        if self.is_own_api_call(req) {
+            return Decision::Allow {
+                user: crate::sessions::api::API_USER.to_owned(),
+                source: Source::Internal,
+                rule: None,
+                cached: false,
+                grant: Grant::Internal,
+            };
+        }
+        // A stream credential is decided by the credential table alone, before any source: a
+        // revoked one must never reach another source as a password.
+        if let Some(decision) = self.issued.decide(req) {
+            return decision;
+        }
         let mut step = policy.begin(req);
         loop {
             match step {
@@ -112,6 +142,19 @@ impl Verifier {
                 }
             }
         }
+    }
+}
+
+impl Verifier {
+    /// An `api` request carrying mtx-auth's own secret (as a password, or a bearer token): the
+    /// calls MediaMTX makes to check our kicks. Compared in constant time; any other action
+    /// with the secret is not let in by it.
+    fn is_own_api_call(&self, req: &Request) -> bool {
+        let (Some(secret), Some(Action::Api)) = (&self.api_secret, req.action) else {
+            return false;
+        };
+        let secret = secret.as_bytes();
+        credential::ct_eq(secret, req.password.as_bytes()) | credential::ct_eq(secret, req.token.as_bytes())
     }
 }
 

@@ -15,6 +15,8 @@ use toml_edit::ImDocument;
 use crate::source::account::{self, AccountConfig};
 use crate::source::jwt::JwtConfig;
 use crate::source::users::UserList;
+use crate::sessions::MediamtxConfig;
+use crate::store::StoreConfig;
 
 pub mod reader;
 pub mod server;
@@ -36,6 +38,10 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     /// The account sections (`[jellyfin]`, `[plex]`, …), in the order they appear in the file.
     pub accounts: Vec<AccountConfig>,
+    /// `[store]`: without it, everything that needs no store still works.
+    pub store: Option<StoreConfig>,
+    /// `[mediamtx]`: MediaMTX's control API; sessions are tracked and kicked when it is set.
+    pub mediamtx: Option<MediamtxConfig>,
 }
 
 impl Config {
@@ -124,6 +130,12 @@ impl Config {
             .into_iter()
             .filter_map(|(kind, t)| account::read_section(kind, t))
             .collect();
+        // A relative store path starts at the config file's folder.
+        let folder = Path::new(file).parent().unwrap_or(Path::new(""));
+        let store = root
+            .table("store")
+            .and_then(|t| crate::store::config::read(t, folder));
+        let mediamtx = root.table("mediamtx").and_then(crate::sessions::config::read);
         root.finish();
         let warnings = errs.finish()?;
         Ok(Config {
@@ -132,6 +144,8 @@ impl Config {
             users,
             jwt,
             accounts,
+            store,
+            mediamtx,
         })
     }
 }

@@ -334,6 +334,16 @@ impl<'a> User<'a> {
         ips.is_empty() || ip.is_some_and(|ip| ips.iter().any(|n| n.contains(&ip)))
     }
 
+    /// Whether this entry admits a client at `ip` to `action` on `path`, credentials aside: what
+    /// a reload asks of the entry that let a live session in (`crate::sessions`).
+    pub fn admits(self, ip: Option<IpAddr>, action: Action, path: &str) -> bool {
+        self.ip_allowed(ip)
+            && self
+                .permissions()
+                .iter()
+                .any(|p| permission::grants(p.action, self.path(p), action, path))
+    }
+
     /// MediaMTX's order of checks: IPs, permissions, then user name and password. `Ok(true)`
     /// means everything cheap matched and an argon2 credential remains to be verified.
     /// `user_sha256` is SHA-256 of the request's user name when the caller already has it (the

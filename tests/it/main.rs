@@ -35,5 +35,6 @@ mod logs;
 mod metrics;
 mod proptests;
 mod reload;
+mod tokens;
 mod slow_clients;
 mod users;

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use mtx_auth::config::{Config, ConfigError};
 use mtx_auth::credential::hash_sha256;
 use mtx_auth::permission::{any_matches, Action, PathMatcher, Permission};
-use mtx_auth::policy::{Decision, DenyReason, Policy, Source};
+use mtx_auth::policy::{Decision, DenyReason, Grant, Policy, Source};
 use mtx_auth::request::{parse_ip, Request};
 use mtx_auth::source::jwks::{parse_jwks, KeySet};
 use mtx_auth::source::jwt::{looks_like_jwt, JwtError};
@@ -878,7 +878,7 @@ proptest! {
             // case, and then the answer comes from the cache.
             prop_assert_eq!(
                 comparable(d),
-                Decision::Allow { user, source: Source::Jwt, rule: None, cached: false }
+                Decision::Allow { user, source: Source::Jwt, rule: None, cached: false, grant: Grant::Jwt { ends_at: None } }
             );
         } else {
             prop_assert!(matches!(d, Decision::Deny(DenyReason::Jwt(_))), "{:?} for {}", d, claims);
@@ -955,6 +955,7 @@ fn model_decide(users: &[ModelUser], req: &Value) -> Decision {
                 source: Source::Users,
                 rule: None,
                 cached: false,
+                grant: Grant::User,
             };
         }
     }
@@ -965,14 +966,24 @@ fn model_decide(users: &[ModelUser], req: &Value) -> Decision {
     })
 }
 
-/// The decision without what the model does not know (which rule, cached or not).
+/// The decision without what the model does not know (which rule, cached or not, when a
+/// token's access ends).
 fn comparable(d: Decision) -> Decision {
     match d {
-        Decision::Allow { user, source, .. } => Decision::Allow {
+        Decision::Allow {
+            user,
+            source,
+            grant,
+            ..
+        } => Decision::Allow {
             user,
             source,
             rule: None,
             cached: false,
+            grant: match grant {
+                Grant::Jwt { .. } => Grant::Jwt { ends_at: None },
+                other => other,
+            },
         },
         deny => deny,
     }

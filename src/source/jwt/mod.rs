@@ -75,6 +75,9 @@ pub enum JwtOutcome {
     Allow {
         identity: String,
         cached: bool,
+        /// The first second (since 1970) at which this token is denied: `exp` plus the leeway,
+        /// plus one. `None` without `exp`.
+        ends_at: Option<i64>,
     },
     Deny(JwtError),
 }
@@ -217,6 +220,11 @@ impl Jwt {
         JwtOutcome::Allow {
             identity: v.identity.clone(),
             cached,
+            ends_at: v.exp.map(|exp| {
+                i64::try_from(exp.saturating_add(self.config.leeway.as_secs()))
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(1)
+            }),
         }
     }
 

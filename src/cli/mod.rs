@@ -1,5 +1,7 @@
-//! The command line: `serve` (the default), `check`, `hash`, `explain`, `import-mediamtx` and
-//! `healthcheck`.
+//! The command line: `serve` (the default), `check`, `hash`, `explain`, `token`,
+//! `import-mediamtx` and `healthcheck`.
+
+mod token;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -16,6 +18,7 @@ use crate::logging::{self, LogFormat};
 use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::Request;
+use crate::state::Service;
 use crate::verifier::Verifier;
 
 /// Said by `check` and `serve` of a config under which every request is denied.
@@ -69,6 +72,11 @@ enum Command {
         /// `-` reads it from stdin.
         request: String,
     },
+    /// Stream credentials mtx-auth issues itself: issue, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Print an mtx-auth config equivalent to a mediamtx.yml's authInternalUsers and authJWT*
     /// settings (stdout); notes on what could not be carried over exactly go to stderr.
     ImportMediamtx {
@@ -86,10 +94,10 @@ enum Command {
 }
 
 #[derive(Args)]
-struct ConfigArg {
+pub struct ConfigArg {
     /// Config file.
     #[arg(long, env = "MTX_AUTH_CONFIG", default_value = "config/mtx-auth.toml")]
-    config: PathBuf,
+    pub config: PathBuf,
 }
 
 #[derive(Args)]
@@ -115,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Check { config, strict } => check(&config.config, strict),
         Command::Hash { sha256 } => hash(sha256),
         Command::Explain { config, request } => explain(&config.config, &request),
+        Command::Token { command } => token::run(command),
         Command::ImportMediamtx { file, method } => import_mediamtx(&file, method),
         Command::Healthcheck { url } => healthcheck(&url),
     };
@@ -171,6 +180,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(&listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let users = config.users.len();
+    let store = config.store.clone();
+    let mediamtx = config.mediamtx.clone();
     if config.grants_nothing() {
         tracing::warn!("{}: {GRANTS_NOTHING}", args.config.config.display());
     }
@@ -180,7 +191,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ));
     reload::release_freed_memory();
     actix_web::rt::System::new().block_on(async move {
-        let server = crate::server::start_live(listener.try_clone()?, Arc::clone(&live), None)?;
+        let service = Service::open(Arc::clone(&live), store.as_ref(), mediamtx)
+            .await
+            .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+        let server = crate::server::start_service(listener.try_clone()?, service, None)?;
         actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL, stamp));
         #[cfg(unix)]
         actix_web::rt::spawn(reload::on_sighup(Arc::clone(&live)));
@@ -189,7 +203,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             listener.local_addr()?,
             args.config.config.display()
         );
-        server.await
+        server.await?;
+        anyhow::Ok(())
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

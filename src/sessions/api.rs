@@ -1,0 +1,153 @@
+//! MediaMTX's control API, as far as taking access back needs it: kick a session, list the
+//! sessions of a kind.
+//!
+//! MediaMTX authenticates every API call through its auth backend, mtx-auth itself
+//! (`action: "api"`). The calls carry mtx-auth's own secret as a Basic password; `/auth` lets
+//! that secret in for `api` only (`crate::verifier`), so the operator writes no user for it. The
+//! secret is sent only where `[mediamtx]` allows it (https, or plain http to loopback).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The user name mtx-auth's API calls carry beside the secret (MediaMTX logs it).
+pub const API_USER: &str = "mtx-auth";
+
+/// Why a call failed. A 404 is not a failure: the session is already gone.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("MediaMTX's API unreachable: {0}")]
+    Unreachable(String),
+    #[error("MediaMTX's API answered {0}")]
+    Status(u16),
+    #[error("MediaMTX's API answered an unreadable list: {0}")]
+    Malformed(String),
+}
+
+/// How a kick ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kicked {
+    /// The API ended the session.
+    Ended,
+    /// No kind knew the id: it had ended already.
+    Gone,
+}
+
+impl Kicked {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kicked::Ended => "kicked",
+            Kicked::Gone => "gone",
+        }
+    }
+}
+
+/// A client for one or more MediaMTX APIs.
+#[derive(Clone)]
+pub struct MediamtxApi {
+    http: reqwest::Client,
+    secret: std::sync::Arc<str>,
+}
+
+impl MediamtxApi {
+    pub fn new(secret: std::sync::Arc<str>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        MediamtxApi { http, secret }
+    }
+
+    /// `POST {api}/v3/{kind}/kick/{id}` for each kind in turn until one knows the id.
+    pub async fn kick(&self, api: &str, kinds: &[&str], id: &str) -> Result<Kicked, ApiError> {
+        if !super::is_session_id(id) {
+            return Ok(Kicked::Gone);
+        }
+        for kind in kinds {
+            let status = self
+                .http
+                .post(format!("{api}/v3/{kind}/kick/{id}"))
+                .basic_auth(API_USER, Some(&*self.secret))
+                .send()
+                .await
+                .map_err(|e| ApiError::Unreachable(without_url(&e)))?
+                .status();
+            match status.as_u16() {
+                200..=299 => return Ok(Kicked::Ended),
+                404 => continue,
+                other => return Err(ApiError::Status(other)),
+            }
+        }
+        Ok(Kicked::Gone)
+    }
+
+    /// The ids of every session of `kind` (all pages). A kind this MediaMTX does not have
+    /// (404) lists nothing.
+    pub async fn list(&self, api: &str, kind: &str) -> Result<HashSet<String>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            page_count: u64,
+            items: Vec<Item>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            id: String,
+        }
+        let mut ids = HashSet::new();
+        let mut page = 0;
+        loop {
+            let resp = self
+                .http
+                .get(format!("{api}/v3/{kind}/list?page={page}&itemsPerPage=1000"))
+                .basic_auth(API_USER, Some(&*self.secret))
+                .send()
+                .await
+                .map_err(|e| ApiError::Unreachable(without_url(&e)))?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Ok(ids),
+                other => return Err(ApiError::Status(other)),
+            }
+            let body: Page = resp
+                .json()
+                .await
+                .map_err(|e| ApiError::Malformed(without_url(&e)))?;
+            ids.extend(body.items.into_iter().map(|i| i.id));
+            page += 1;
+            if page >= body.page_count || page >= 10_000 {
+                return Ok(ids);
+            }
+        }
+    }
+}
+
+/// reqwest's error text without the URL (it holds a session id, which names a live session).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.without_url_ref().to_string();
+    if let Some(source) = std::error::Error::source(e) {
+        text = format!("{text}: {source}");
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        if self.is_timeout() {
+            "timed out".into()
+        } else if self.is_connect() {
+            "cannot connect".into()
+        } else if self.is_decode() {
+            "unreadable body".into()
+        } else {
+            "request failed".into()
+        }
+    }
+}
+

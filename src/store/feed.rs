@@ -1,0 +1,143 @@
+//! Keeps the memory that decisions read in step with the store: every [`POLL`] the credentials'
+//! revision is read (one small query), and when it moved, the rows changed since are applied to
+//! [`IssuedCredentials`]. A credential issued or revoked by the command line, another replica or
+//! the portal is thus in force within a second, with no reload; `/auth` never waits for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::issued::{CredentialDigest, Issued, IssuedCredentials};
+use crate::permission::{Action, PathMatcher, Permission};
+use crate::store::{CredentialRecord, Store, StoreError};
+
+/// How often the store is asked whether credentials changed: well inside the contract's second.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// The credentials' side of the store, as far as this process has read it.
+pub struct CredentialFeed {
+    store: Store,
+    issued: Arc<IssuedCredentials>,
+    revision: i64,
+}
+
+impl CredentialFeed {
+    /// Reads every credential into `issued`.
+    pub async fn load(store: Store, issued: Arc<IssuedCredentials>) -> Result<Self, StoreError> {
+        let mut feed = CredentialFeed {
+            store,
+            issued,
+            revision: -1,
+        };
+        feed.poll().await?;
+        Ok(feed)
+    }
+
+    /// Applies what changed since the last poll. Returns the credentials that changed, so that
+    /// sessions they let in can be looked at again.
+    pub async fn poll(&mut self) -> Result<Vec<Arc<Issued>>, StoreError> {
+        if self.revision >= 0 && self.store.credentials_revision().await? == self.revision {
+            return Ok(Vec::new());
+        }
+        let (revision, records) = self.store.credentials_since(self.revision).await?;
+        let changed: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (digest, issued) = issued_from(r);
+                (digest, Arc::new(issued))
+            })
+            .collect();
+        let credentials = changed.iter().map(|(_, c)| Arc::clone(c)).collect();
+        self.issued.apply(changed);
+        self.revision = revision;
+        Ok(credentials)
+    }
+
+    /// Polls forever, handing the changed credentials to `changed`. A failed poll is logged
+    /// once per outage; decisions go on from memory meanwhile.
+    pub async fn run(mut self, changed: impl Fn(Vec<Arc<Issued>>)) {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(POLL).await;
+            match self.poll().await {
+                Ok(ids) => {
+                    if failing {
+                        tracing::info!(store = %self.store.describe(), "store reachable again");
+                        failing = false;
+                    }
+                    if !ids.is_empty() {
+                        changed(ids);
+                    }
+                }
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot read credential changes; deciding from what is in memory");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// A stored credential as decisions read it. A row that does not read back (hand-edited, or
+/// from a newer version) is kept as revoked: it must deny, not vanish into "unknown" silently.
+fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
+    let permissions: Result<Vec<_>, String> = record
+        .permissions
+        .iter()
+        .map(|p| {
+            Ok(Permission {
+                action: p
+                    .action
+                    .parse::<Action>()
+                    .map_err(|e| format!("{:?}: {e}", p.action))?,
+                path: PathMatcher::parse(&p.path).map_err(|e| format!("{:?}: {e}", p.path))?,
+            })
+        })
+        .collect();
+    let digest = parse_hex_digest(&record.digest);
+    let broken = match (&permissions, digest) {
+        (Err(e), _) => Some(e.clone()),
+        (_, None) => Some("digest is not 64 hex digits".to_owned()),
+        _ => None,
+    };
+    if let Some(problem) = &broken {
+        tracing::warn!(id = %record.id, problem = %problem, "stored credential unreadable; it is denied");
+    }
+    let issued = Issued {
+        id: record.id.as_str().into(),
+        name: record.name.clone(),
+        permissions: permissions.unwrap_or_default(),
+        expires_at: record.expires_at,
+        revoked: record.revoked_at.is_some() || broken.is_some(),
+    };
+    (digest.unwrap_or([0; 32]), issued)
+}
+
+/// Lowercase hex, as the store keeps digests.
+pub fn hex_digest(digest: &CredentialDigest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex_digest(text: &str) -> Option<CredentialDigest> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_round_trip_through_hex() {
+        let d = crate::issued::digest("mtxa_x");
+        assert_eq!(parse_hex_digest(&hex_digest(&d)), Some(d));
+        assert_eq!(parse_hex_digest("zz"), None);
+        assert_eq!(parse_hex_digest(&"g".repeat(64)), None);
+    }
+}

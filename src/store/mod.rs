@@ -1,0 +1,387 @@
+//! The store: what must survive a restart or be seen by every replica (stream credentials and
+//! their revocations, the secret mtx-auth's own API calls carry, the registry of live sessions).
+//!
+//! Embedded SQLite by default, through sqlx's `Any` driver so that the SQL written here is the SQL
+//! a PostgreSQL store runs too: `$N` placeholders, integers for times and flags, TEXT for
+//! identifiers. Migrations are versioned (sqlx's migrator, the files under `migrations/`,
+//! compiled in). Nothing on `/auth`'s path waits for the store: [`feed`] keeps the memory
+//! decisions read up to date, and the registry writes behind.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+pub mod config;
+pub mod feed;
+
+pub use config::{StoreConfig, StoreUrl};
+
+/// Everything the store can fail with. None of it carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store ({what}): {source}")]
+    Open {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the store ({what}): {source}")]
+    Migrate {
+        what: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("store: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("unknown credential id: {}", .0.join(", "))]
+    UnknownIds(Vec<String>),
+    #[error("store holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+/// The SQLite schema, in order. A new file is a new version; a released one never changes
+/// (sqlx refuses to start on a changed checksum).
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "store",
+    include_str!("../../migrations/sqlite/0001_store.sql"),
+)];
+
+/// A permission as the store and `token list --json` write it: `{"action", "path"}`, the path
+/// as in `[[users]]` (empty for any path, `~` for a regex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionRecord {
+    pub action: String,
+    #[serde(default)]
+    pub path: String,
+}
+
+/// A stream credential as stored: never the credential itself, only its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRecord {
+    pub id: String,
+    /// SHA-256 of the credential, lowercase hex.
+    pub digest: String,
+    pub name: String,
+    pub permissions: Vec<PermissionRecord>,
+    /// `None` for one made by the command line.
+    pub owner: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A live MediaMTX session as the registry writes it: no secret in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub kind: String,
+    pub api_url: String,
+    pub protocol: String,
+    pub action: String,
+    pub path: String,
+    /// The client's address, or empty.
+    pub ip: String,
+    pub identity: String,
+    /// JSON: what granted the session (see the migration).
+    pub grant: String,
+    pub created_at: i64,
+}
+
+/// A connection pool to the store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    what: String,
+}
+
+impl Store {
+    /// Opens the store, creating and migrating it on first use.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let what = config.url.describe();
+        let open = |source| StoreError::Open {
+            what: what.clone(),
+            source,
+        };
+        let (url, migrations) = match &config.url {
+            StoreUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| open(sqlx::Error::Io(e)))?;
+                }
+                (sqlite_url(path), SQLITE_MIGRATIONS)
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(open)?;
+        if matches!(config.url, StoreUrl::Sqlite(_)) {
+            // Readers never wait for the writer, and a second process (the command line beside a
+            // running server) can write while the server reads. Kept in the file once set.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(open)?;
+        }
+        let migrator = Migrator {
+            migrations: Cow::Owned(
+                migrations
+                    .iter()
+                    .map(|(version, name, sql)| {
+                        Migration::new(
+                            *version,
+                            Cow::Borrowed(name),
+                            MigrationType::Simple,
+                            Cow::Borrowed(sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                what: what.clone(),
+                source,
+            })?;
+        Ok(Store { pool, what })
+    }
+
+    /// What the store is, for logs: the file or host, never a password.
+    pub fn describe(&self) -> &str {
+        &self.what
+    }
+
+    /// Stores a new credential.
+    pub async fn insert_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
+        let permissions = serde_json::to_string(&c.permissions)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let rev = bump(&mut tx, "credentials").await?;
+        sqlx::query(
+            "INSERT INTO credentials (id, digest, name, permissions, owner, created_at, expires_at, revoked_at, rev) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+        )
+        .bind(&c.id)
+        .bind(&c.digest)
+        .bind(&c.name)
+        .bind(permissions)
+        .bind(&c.owner)
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every credential, oldest first.
+    pub async fn credentials(&self) -> Result<Vec<CredentialRecord>, StoreError> {
+        let rows = sqlx::query(&format!("{SELECT_CREDENTIALS} ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(credential_record).collect()
+    }
+
+    /// Revokes every credential named, at `now`, or none of them when one id is unknown.
+    /// Revoking a revoked credential keeps its first revocation time.
+    pub async fn revoke_credentials(&self, ids: &[String], now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rev = bump(&mut tx, "credentials").await?;
+        let mut unknown = Vec::new();
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, $1), rev = $2 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(rev)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                unknown.push(id.clone());
+            }
+        }
+        if !unknown.is_empty() {
+            tx.rollback().await?;
+            return Err(StoreError::UnknownIds(unknown));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The revision of the credentials: it grows with every change.
+    pub async fn credentials_revision(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT value FROM revisions WHERE name = 'credentials'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
+    }
+
+    /// The credentials changed after revision `after`, and the revision they bring the reader to.
+    pub async fn credentials_since(
+        &self,
+        after: i64,
+    ) -> Result<(i64, Vec<CredentialRecord>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rev: i64 = sqlx::query("SELECT value FROM revisions WHERE name = 'credentials'")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let rows = sqlx::query(&format!(
+            "{SELECT_CREDENTIALS} WHERE rev > $1 AND rev <= $2"
+        ))
+        .bind(after)
+        .bind(rev)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let records = rows.iter().map(credential_record).collect::<Result<_, _>>()?;
+        Ok((rev, records))
+    }
+
+    /// The secret named `name`, made by `make` and stored the first time it is asked for. Two
+    /// processes asking at once agree on one: the second insert loses and reads the first.
+    pub async fn secret(
+        &self,
+        name: &str,
+        now: i64,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Writes sessions the registry took in and forgets the ones that ended, in one
+    /// transaction.
+    pub async fn save_sessions(
+        &self,
+        added: &[SessionRecord],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for s in added {
+            sqlx::query(
+                "INSERT INTO sessions (id, kind, api_url, protocol, action, path, ip, identity, grant_info, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET kind = $2, api_url = $3, protocol = $4, action = $5, \
+                 path = $6, ip = $7, identity = $8, grant_info = $9, created_at = $10",
+            )
+            .bind(&s.id)
+            .bind(&s.kind)
+            .bind(&s.api_url)
+            .bind(&s.protocol)
+            .bind(&s.action)
+            .bind(&s.path)
+            .bind(&s.ip)
+            .bind(&s.identity)
+            .bind(&s.grant)
+            .bind(s.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in removed {
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every session written before, for a server that starts again.
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, api_url, protocol, action, path, ip, identity, grant_info, created_at FROM sessions",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SessionRecord {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    api_url: r.try_get(2)?,
+                    protocol: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    path: r.try_get(5)?,
+                    ip: r.try_get(6)?,
+                    identity: r.try_get(7)?,
+                    grant: r.try_get(8)?,
+                    created_at: r.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Closes the pool, waiting for what is in flight.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const SELECT_CREDENTIALS: &str = "SELECT id, digest, name, permissions, owner, created_at, expires_at, revoked_at FROM credentials";
+
+fn credential_record(r: &AnyRow) -> Result<CredentialRecord, StoreError> {
+    let id: String = r.try_get(0)?;
+    let permissions: String = r.try_get(3)?;
+    Ok(CredentialRecord {
+        permissions: serde_json::from_str(&permissions)
+            .map_err(|e| StoreError::Corrupt(format!("credential {id}: permissions: {e}")))?,
+        digest: r.try_get(1)?,
+        name: r.try_get(2)?,
+        owner: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+        expires_at: r.try_get(6)?,
+        revoked_at: r.try_get(7)?,
+        id,
+    })
+}
+
+/// Raises the revision `name` within `tx`, which serialises the writers of that kind: the rows
+/// they stamp become visible in revision order.
+async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query("UPDATE revisions SET value = value + 1 WHERE name = $1 RETURNING value")
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?,
+    )
+}
+
+/// sqlx's URL for a SQLite file, created if missing. sqlx percent-decodes the path, so the
+/// characters that would end it (or start an escape) are encoded.
+fn sqlite_url(path: &std::path::Path) -> String {
+    let path = path.display().to_string();
+    let escaped = path
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    format!("sqlite://{escaped}?mode=rwc")
+}
