@@ -156,16 +156,18 @@ impl IssuedCredentials {
             return deny(CredentialDeny::Expired);
         }
         match req.action {
-            Some(action) if any_matches(&issued.permissions, action, &req.path) => Decision::Allow {
-                user: issued.name.clone(),
-                source: Source::Credential,
-                rule: None,
-                cached: false,
-                grant: Grant::Credential {
-                    id: Arc::clone(&issued.id),
-                    ends_at: issued.expires_at,
-                },
-            },
+            Some(action) if any_matches(&issued.permissions, action, &req.path) => {
+                Decision::Allow {
+                    user: issued.name.clone(),
+                    source: Source::Credential,
+                    rule: None,
+                    cached: false,
+                    grant: Grant::Credential {
+                        id: Arc::clone(&issued.id),
+                        ends_at: issued.expires_at,
+                    },
+                }
+            }
             _ => deny(CredentialDeny::NotPermitted),
         }
     }
@@ -212,36 +214,54 @@ mod tests {
         table.apply([
             (good.digest, Arc::new(issued("a", "~^cam", None, false))),
             (revoked.digest, Arc::new(issued("b", "", None, true))),
-            (expiring.digest, Arc::new(issued("c", "", Some(1000), false))),
+            (
+                expiring.digest,
+                Arc::new(issued("c", "", Some(1000), false)),
+            ),
         ]);
         let in_password = Request::new(Action::Read, "cam1", "10.0.0.1", "anyone", &good.token);
         let at = |req: &Request, now| presented(req).map(|p| table.decide_at(req, &p, now));
         let allow = at(&in_password, 0).unwrap();
-        assert!(matches!(&allow, Decision::Allow { user, source: Source::Credential, .. } if user == "holder-a"));
+        assert!(
+            matches!(&allow, Decision::Allow { user, source: Source::Credential, .. } if user == "holder-a")
+        );
 
         let mut in_query = Request::new(Action::Read, "cam1", "10.0.0.1", "", "");
         let query = format!("a=1&token={}", good.token);
         in_query.query = query.as_str().into();
         assert!(at(&in_query, 0).unwrap().is_allow());
 
-        let deny = |token: &str, path: &str, now| {
-            match at(&Request::new(Action::Read, path, "10.0.0.1", "", token), now) {
-                Some(Decision::Deny(DenyReason::Credential(why))) => why,
-                other => panic!("{other:?}"),
-            }
+        let deny = |token: &str, path: &str, now| match at(
+            &Request::new(Action::Read, path, "10.0.0.1", "", token),
+            now,
+        ) {
+            Some(Decision::Deny(DenyReason::Credential(why))) => why,
+            other => panic!("{other:?}"),
         };
         assert_eq!(deny(&good.token, "other", 0), CredentialDeny::NotPermitted);
         assert_eq!(deny(&revoked.token, "cam", 0), CredentialDeny::Revoked);
-        assert_eq!(deny(&expiring.token, "cam", 999 + 1), CredentialDeny::Expired);
+        assert_eq!(
+            deny(&expiring.token, "cam", 999 + 1),
+            CredentialDeny::Expired
+        );
         let before_expiry = Request::new(Action::Read, "cam", "10.0.0.1", "", &expiring.token);
         assert!(at(&before_expiry, 999).unwrap().is_allow());
         let mut near_miss = good.token.clone();
         near_miss.pop();
         assert_eq!(deny(&near_miss, "cam1", 0), CredentialDeny::Unknown);
-        assert_eq!(deny(&"mtxa_x".repeat(40), "cam1", 0), CredentialDeny::Unknown);
+        assert_eq!(
+            deny(&"mtxa_x".repeat(40), "cam1", 0),
+            CredentialDeny::Unknown
+        );
         // Not ours: the other sources decide.
         assert!(table
-            .decide(&Request::new(Action::Read, "cam", "10.0.0.1", "u", "password"))
+            .decide(&Request::new(
+                Action::Read,
+                "cam",
+                "10.0.0.1",
+                "u",
+                "password"
+            ))
             .is_none());
     }
 }

@@ -1031,7 +1031,8 @@ pub(crate) mod tests {
 
     #[test]
     fn dates_and_times() {
-        let civil = |secs| String::from_utf8(crate::time::civil_time(secs).unwrap().to_vec()).unwrap();
+        let civil =
+            |secs| String::from_utf8(crate::time::civil_time(secs).unwrap().to_vec()).unwrap();
         assert_eq!(civil(0), "1970-01-01T00:00:00");
         assert_eq!(civil(951_782_400), "2000-02-29T00:00:00");
         assert_eq!(civil(1_764_547_200), "2025-12-01T00:00:00");

@@ -103,7 +103,7 @@ impl LivePolicy {
 /// away. An operator who really means it restarts the service, which accepts any valid config.
 fn refuse_suspicious(config: Config, old: &Policy, path: &Path) -> Result<Config, ConfigError> {
     let why = if config.grants_nothing() && !old.grants_nothing() {
-        "the new config grants nothing (no user with a permission, no [jwt], no account source) while the one in use does: taken for a file caught half-written; restart mtx-auth to deny everything on purpose"
+        "the new config grants nothing (no user with a permission, no [jwt], no account source, no [store]) while the one in use does: taken for a file caught half-written; restart mtx-auth to deny everything on purpose"
     } else if config.users.is_empty() && !old.users().is_empty() {
         "the new config has no [[users]] while the one in use has some: taken for a file caught half-written; restart mtx-auth to remove every user on purpose"
     } else {

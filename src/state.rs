@@ -109,7 +109,13 @@ impl Service {
             };
             let hasher = SecretHasher::with_key(registry_key(&key));
             let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-            let registry = Arc::new(Registry::new(mediamtx.max_sessions, hasher, changes_tx));
+            let tracked = service.metrics.sessions.tracked.clone();
+            let registry = Arc::new(Registry::new(
+                mediamtx.max_sessions,
+                hasher,
+                changes_tx,
+                tracked,
+            ));
             if let Some(store) = &store {
                 let mut restored = 0;
                 for record in store.sessions().await? {

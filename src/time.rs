@@ -99,7 +99,16 @@ mod tests {
         assert_eq!(secs("7d"), Ok(604_800));
         assert_eq!(secs("1h30m"), Ok(5400));
         assert_eq!(secs("1d12h30m15s"), Ok(131_415));
-        for bad in ["", "90", "h", "1x", "1h 30m", "-5m", "1.5h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "90",
+            "h",
+            "1x",
+            "1h 30m",
+            "-5m",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -111,7 +120,10 @@ mod tests {
             rfc3339(1_796_113_502).as_deref(),
             Some("2026-12-01T08:25:02Z")
         );
-        assert_eq!(rfc3339(951_782_400).as_deref(), Some("2000-02-29T00:00:00Z"));
+        assert_eq!(
+            rfc3339(951_782_400).as_deref(),
+            Some("2000-02-29T00:00:00Z")
+        );
         assert_eq!(rfc3339(-1), None);
     }
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::credential;
 use crate::issued::IssuedCredentials;
 use crate::limiter::{Limiter, Limits};
-use crate::credential;
 use crate::permission::Action;
 use crate::policy::{Argon2Work, Decision, DenyReason, Grant, Policy, Source, Step};
 use crate::request::Request;
@@ -154,7 +154,8 @@ impl Verifier {
             return false;
         };
         let secret = secret.as_bytes();
-        credential::ct_eq(secret, req.password.as_bytes()) | credential::ct_eq(secret, req.token.as_bytes())
+        credential::ct_eq(secret, req.password.as_bytes())
+            | credential::ct_eq(secret, req.token.as_bytes())
     }
 }
 

@@ -22,7 +22,7 @@ use crate::state::Service;
 use crate::verifier::Verifier;
 
 /// Said by `check` and `serve` of a config under which every request is denied.
-const GRANTS_NOTHING: &str = "this config grants nothing (no [[users]] entry with a permission, no [jwt], no account source): every request will be denied";
+const GRANTS_NOTHING: &str = "this config grants nothing (no [[users]] entry with a permission, no [jwt], no account source, no [store]): every request will be denied";
 
 /// How often `serve` looks at the config file for changes.
 const RELOAD_POLL: Duration = Duration::from_millis(250);

@@ -81,7 +81,8 @@ pub fn run(command: TokenCommand) -> anyhow::Result<ExitCode> {
 /// Opens the store the config names. The rest of the config must be valid too: a credential
 /// issued against a broken config would be a surprise at the next start.
 async fn open(path: &Path) -> anyhow::Result<Store> {
-    let config = Config::load_with(path, Secrets::MayBeAbsent).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config =
+        Config::load_with(path, Secrets::MayBeAbsent).map_err(|e| anyhow::anyhow!("{e}"))?;
     let Some(store) = config.store else {
         anyhow::bail!(
             "{}: no [store] section: stream credentials are kept in the store (add [store] url = \"sqlite://mtx-auth.db\")",

@@ -12,10 +12,10 @@ use std::path::Path;
 
 use toml_edit::ImDocument;
 
+use crate::sessions::MediamtxConfig;
 use crate::source::account::{self, AccountConfig};
 use crate::source::jwt::JwtConfig;
 use crate::source::users::UserList;
-use crate::sessions::MediamtxConfig;
 use crate::store::StoreConfig;
 
 pub mod reader;
@@ -46,12 +46,14 @@ pub struct Config {
 
 impl Config {
     /// True when nothing in this config can ever allow a request: no `[[users]]` entry holds a
-    /// permission, and there is no `[jwt]` and no account source. An empty file is such a
+    /// permission, and there is no `[jwt]`, no account source and no `[store]` (whose stream
+    /// credentials grant). An empty file is such a
     /// config. `check` warns about it, and a reload refuses to swap one in for a config that
     /// grants something (`crate::reload`): it is far more often a file caught half-written.
     pub fn grants_nothing(&self) -> bool {
         self.jwt.is_none()
             && self.accounts.is_empty()
+            && self.store.is_none()
             && self.users.iter().all(|u| !u.has_permissions())
     }
 
@@ -135,7 +137,9 @@ impl Config {
         let store = root
             .table("store")
             .and_then(|t| crate::store::config::read(t, folder));
-        let mediamtx = root.table("mediamtx").and_then(crate::sessions::config::read);
+        let mediamtx = root
+            .table("mediamtx")
+            .and_then(crate::sessions::config::read);
         root.finish();
         let warnings = errs.finish()?;
         Ok(Config {

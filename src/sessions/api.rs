@@ -101,7 +101,9 @@ impl MediamtxApi {
         loop {
             let resp = self
                 .http
-                .get(format!("{api}/v3/{kind}/list?page={page}&itemsPerPage=1000"))
+                .get(format!(
+                    "{api}/v3/{kind}/list?page={page}&itemsPerPage=1000"
+                ))
                 .basic_auth(API_USER, Some(&*self.secret))
                 .send()
                 .await
@@ -150,4 +152,3 @@ impl WithoutUrl for reqwest::Error {
         }
     }
 }
-

@@ -90,7 +90,9 @@ pub fn read(mut t: Table<'_>) -> Option<MediamtxConfig> {
         config.prune_interval = d;
     }
     if config.api_url.is_none() && config.instances.is_empty() && t.errs().count() == 0 {
-        t.problem("[mediamtx] needs api_url (MediaMTX's control API, e.g. http://127.0.0.1:9997)".into());
+        t.problem(
+            "[mediamtx] needs api_url (MediaMTX's control API, e.g. http://127.0.0.1:9997)".into(),
+        );
     }
     t.finish();
     Some(config)
@@ -129,24 +131,46 @@ mod tests {
         .unwrap()
         .mediamtx
         .unwrap();
-        assert_eq!(c.api_for("10.0.0.5".parse().ok()), Some("https://cam-a:9997"));
-        assert_eq!(c.api_for("10.0.0.6".parse().ok()), Some("http://127.0.0.1:9997"));
+        assert_eq!(
+            c.api_for("10.0.0.5".parse().ok()),
+            Some("https://cam-a:9997")
+        );
+        assert_eq!(
+            c.api_for("10.0.0.6".parse().ok()),
+            Some("http://127.0.0.1:9997")
+        );
         assert_eq!(c.apis().len(), 2);
     }
 
     #[test]
     fn the_secret_never_travels_in_the_clear() {
         for (text, want) in [
-            ("api_url = \"http://10.0.0.5:9997\"", "t.toml:2:11: api_url: plain http only to a loopback"),
-            ("api_url = \"ftp://x\"", "t.toml:2:11: api_url: not an http or https URL"),
-            ("instances = [{ from = \"x\", api_url = \"https://a\" }]", "t.toml:2:23: from: \"x\" is not"),
-            ("max_sessions = 0", "t.toml:2:16: max_sessions must be between"),
+            (
+                "api_url = \"http://10.0.0.5:9997\"",
+                "t.toml:2:11: api_url: plain http only to a loopback",
+            ),
+            (
+                "api_url = \"ftp://x\"",
+                "t.toml:2:11: api_url: not an http or https URL",
+            ),
+            (
+                "instances = [{ from = \"x\", api_url = \"https://a\" }]",
+                "t.toml:2:23: from: \"x\" is not",
+            ),
+            (
+                "max_sessions = 0",
+                "t.toml:2:16: max_sessions must be between",
+            ),
         ] {
             let e = Config::parse(&format!("[mediamtx]\n{text}\n"), "t.toml").unwrap_err();
             let p = e.problems[0].to_string();
             assert!(p.starts_with(want), "{text}: {p}");
         }
-        assert!(Config::parse("[mediamtx]\napi_url = \"http://localhost:9997\"\n", "t.toml").is_ok());
+        assert!(Config::parse(
+            "[mediamtx]\napi_url = \"http://localhost:9997\"\n",
+            "t.toml"
+        )
+        .is_ok());
         assert!(Config::parse("[mediamtx]\napi_url = \"http://[::1]:9997\"\n", "t.toml").is_ok());
     }
 }

@@ -52,10 +52,19 @@ pub enum Held {
     /// A `[[users]]` entry, known by a keyed digest of its name and pass (the store's key, so a
     /// restarted server recognises it): a reload keeps the session only while an entry with
     /// the same credentials still grants it.
-    User { digest: String },
-    Credential { id: String, ends_at: Option<i64> },
-    Jwt { ends_at: Option<i64> },
-    Account { source: String },
+    User {
+        digest: String,
+    },
+    Credential {
+        id: String,
+        ends_at: Option<i64>,
+    },
+    Jwt {
+        ends_at: Option<i64>,
+    },
+    Account {
+        source: String,
+    },
 }
 
 impl Held {
@@ -153,14 +162,18 @@ pub struct Registry {
     /// Digests of `[[users]]` entries (see [`Held::User`]).
     hasher: SecretHasher,
     changes: tokio::sync::mpsc::UnboundedSender<Change>,
+    /// `/metrics`' count of tracked sessions.
+    tracked: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Registry {
-    /// An empty registry; what changes in it is sent to `changes` (the store's writer).
+    /// An empty registry; what changes in it is sent to `changes` (the store's writer), and
+    /// how many sessions it holds to `tracked`.
     pub fn new(
         capacity: usize,
         hasher: SecretHasher,
         changes: tokio::sync::mpsc::UnboundedSender<Change>,
+        tracked: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Registry {
             sessions: papaya::HashMap::new(),
@@ -168,6 +181,7 @@ impl Registry {
             capacity,
             hasher,
             changes,
+            tracked,
         }
     }
 
@@ -238,21 +252,28 @@ impl Registry {
         })
     }
 
-    /// Puts a session in (replacing one with the same id), within the bound.
+    /// Puts a session in (replacing one with the same id, which takes no new place), within
+    /// the bound.
     pub fn insert(&self, session: Session) -> Result<(), Full> {
-        self.count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.capacity).then_some(n + 1)
-            })
-            .map_err(|_| Full)?;
         let session = Arc::new(session);
-        let replaced = self
-            .sessions
-            .pin()
-            .insert(session.id.clone(), Arc::clone(&session))
-            .is_some();
-        if replaced {
-            self.count.fetch_sub(1, Ordering::AcqRel);
+        let sessions = self.sessions.pin();
+        if sessions.contains_key(&session.id) {
+            sessions.insert(session.id.clone(), Arc::clone(&session));
+        } else {
+            self.count
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.capacity).then_some(n + 1)
+                })
+                .map_err(|_| Full)?;
+            // Two requests of the same new session at once: both reserved, one gives back.
+            if sessions
+                .insert(session.id.clone(), Arc::clone(&session))
+                .is_some()
+            {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                self.tracked.inc();
+            }
         }
         let _ = self.changes.send(Change::Added(session));
         Ok(())
@@ -263,6 +284,7 @@ impl Registry {
         let removed = self.sessions.pin().remove(id).is_some();
         if removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            self.tracked.dec();
             let _ = self.changes.send(Change::Removed(id.into()));
         }
         removed
@@ -299,7 +321,7 @@ mod tests {
 
     fn registry(capacity: usize) -> Registry {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        Registry::new(capacity, SecretHasher::random(), tx)
+        Registry::new(capacity, SecretHasher::random(), tx, Default::default())
     }
 
     fn session(id: &str) -> Session {
@@ -362,7 +384,8 @@ mod tests {
         assert!(matches!(&s[0].held, Held::User { digest } if digest.len() == 32));
         let mut api = Request::new(Action::Api, "", "10.0.0.1", "v", "p");
         api.id = "x".into();
-        r.admit(&policy, &api, &policy.decide(&api), "api", 0).unwrap();
+        r.admit(&policy, &api, &policy.decide(&api), "api", 0)
+            .unwrap();
         assert_eq!(r.len(), 1, "api calls are not sessions");
     }
 }

@@ -21,7 +21,9 @@ use crate::issued::Issued;
 use crate::metrics::KickCounters;
 use crate::reload::LivePolicy;
 use crate::sessions::api::{ApiError, MediamtxApi};
-use crate::sessions::{kinds_of, Change, Ending, Held, MediamtxConfig, Registry, Session, ALL_KINDS};
+use crate::sessions::{
+    kinds_of, Change, Ending, Held, MediamtxConfig, Registry, Session, ALL_KINDS,
+};
 use crate::store::{SessionRecord, Store};
 use crate::time::now_unix;
 
@@ -37,10 +39,6 @@ const KICKS_AT_ONCE: usize = 16;
 /// How often the registry's changes are written to the store.
 const WRITE_EVERY: Duration = Duration::from_millis(500);
 
-/// A session younger than this is never forgotten by pruning: MediaMTX may list it only once
-/// the request we allowed has completed.
-const PRUNE_GRACE_SECS: i64 = 30;
-
 /// The registry and what acts on it.
 pub struct Watch {
     pub registry: Arc<Registry>,
@@ -48,7 +46,6 @@ pub struct Watch {
     api: MediamtxApi,
     live: Arc<LivePolicy>,
     counters: KickCounters,
-    tracked: prometheus_client::metrics::gauge::Gauge,
     kicks: Arc<Semaphore>,
 }
 
@@ -66,7 +63,6 @@ impl Watch {
             api,
             live,
             counters: metrics.kicks.clone(),
-            tracked: metrics.sessions.tracked.clone(),
             kicks: Arc::new(Semaphore::new(KICKS_AT_ONCE)),
         }
     }
@@ -82,7 +78,6 @@ impl Watch {
             }
             let now = now_unix();
             self.expired(now);
-            self.tracked.set(self.registry.len() as i64);
             let current = self.live.generation.load(Ordering::Acquire);
             if current != generation {
                 generation = current;
@@ -234,8 +229,10 @@ impl Watch {
     }
 
     /// Forgets sessions MediaMTX no longer lists. An API that cannot be listed completely
-    /// forgets nothing this round.
+    /// forgets nothing this round, and a session younger than one prune interval is kept:
+    /// MediaMTX may list it only once the request we allowed has completed.
     async fn prune(&self, now: i64) {
+        let grace = self.config.prune_interval.as_secs() as i64;
         for api in self.config.apis() {
             let mut alive = HashSet::new();
             let mut complete = true;
@@ -253,9 +250,7 @@ impl Watch {
                 continue;
             }
             for session in self.registry.select(|s| {
-                &*s.api == api
-                    && s.created_at <= now - PRUNE_GRACE_SECS
-                    && !alive.contains(&*s.id)
+                &*s.api == api && s.created_at <= now - grace && !alive.contains(&*s.id)
             }) {
                 self.registry.remove(&session.id);
             }
@@ -313,7 +308,11 @@ pub async fn write_behind(store: Store, mut changes: mpsc::UnboundedReceiver<Cha
 pub fn record(s: &Session) -> SessionRecord {
     SessionRecord {
         id: s.id.to_string(),
-        kind: kinds_of(&s.protocol).first().copied().unwrap_or("").to_owned(),
+        kind: kinds_of(&s.protocol)
+            .first()
+            .copied()
+            .unwrap_or("")
+            .to_owned(),
         api_url: s.api.to_string(),
         protocol: s.protocol.to_string(),
         action: s.action.as_str().to_owned(),

@@ -34,7 +34,10 @@ impl StoreUrl {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Err("url: PostgreSQL is not supported yet; use sqlite://FILE".into());
         }
-        Err("url: expected sqlite://FILE (relative to the config file) or sqlite:///ABSOLUTE/PATH".into())
+        Err(
+            "url: expected sqlite://FILE (relative to the config file) or sqlite:///ABSOLUTE/PATH"
+                .into(),
+        )
     }
 
     /// What logs and errors may show: the file, never a password of a database URL.

@@ -249,7 +249,10 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let records = rows.iter().map(credential_record).collect::<Result<_, _>>()?;
+        let records = rows
+            .iter()
+            .map(credential_record)
+            .collect::<Result<_, _>>()?;
         Ok((rev, records))
     }
 

@@ -62,10 +62,22 @@ fn issued_on_the_command_line_then_revoked_on_a_running_server() {
     let server = Binary::start(&config);
     let made = issue(
         &config,
-        &["--name", "living room", "--allow", "read:~^cam/", "--allow", "playback", "--ttl", "1h"],
+        &[
+            "--name",
+            "living room",
+            "--allow",
+            "read:~^cam/",
+            "--allow",
+            "playback",
+            "--ttl",
+            "1h",
+        ],
     );
     let credential = made["token"].as_str().unwrap().to_owned();
-    assert!(credential.starts_with("mtxa_") && credential.len() <= 100, "{credential}");
+    assert!(
+        credential.starts_with("mtxa_") && credential.len() <= 100,
+        "{credential}"
+    );
     assert_eq!(made["name"], "living room");
     assert_eq!(
         made["permissions"],
@@ -105,8 +117,14 @@ fn issued_on_the_command_line_then_revoked_on_a_running_server() {
             "stream credential does not permit this action and path"
         );
         assert_eq!(
-            app.status(&mtx_request("publish", "cam/1", "10.0.0.1", "", &credential))
-                .await,
+            app.status(&mtx_request(
+                "publish",
+                "cam/1",
+                "10.0.0.1",
+                "",
+                &credential
+            ))
+            .await,
             401
         );
     });
@@ -150,12 +168,30 @@ fn a_credential_issued_before_the_start_is_good_from_the_first_answer() {
         .unwrap()
         .to_owned();
     let server = Binary::start(&config);
-    let publish = body(mtx_request("publish", "studio", "10.0.0.1", "obs", &credential));
+    let publish = body(mtx_request(
+        "publish",
+        "studio",
+        "10.0.0.1",
+        "obs",
+        &credential,
+    ));
     assert_eq!(server.status(&publish), 200);
     // A stream key for one path publishes nowhere else and reads nothing.
-    let elsewhere = body(mtx_request("publish", "other", "10.0.0.1", "obs", &credential));
+    let elsewhere = body(mtx_request(
+        "publish",
+        "other",
+        "10.0.0.1",
+        "obs",
+        &credential,
+    ));
     assert_eq!(server.status(&elsewhere), 401);
-    let reading = body(mtx_request("read", "studio", "10.0.0.1", "obs", &credential));
+    let reading = body(mtx_request(
+        "read",
+        "studio",
+        "10.0.0.1",
+        "obs",
+        &credential,
+    ));
     assert_eq!(server.status(&reading), 401);
 }
 
@@ -171,18 +207,29 @@ fn a_revoked_credential_never_falls_through_to_another_source() {
     assert_eq!(code, 0, "{err}");
     let server = Binary::start(&config);
     assert_eq!(server.status(&read_with_password("cam", "", "")), 200);
-    assert_eq!(server.status(&read_with_password("cam", "v", credential)), 401);
+    assert_eq!(
+        server.status(&read_with_password("cam", "v", credential)),
+        401
+    );
     let unknown = format!("mtxa_{}", "A".repeat(32));
-    assert_eq!(server.status(&read_with_password("cam", "v", &unknown)), 401);
+    assert_eq!(
+        server.status(&read_with_password("cam", "v", &unknown)),
+        401
+    );
     // Anything else in the password is the other sources' business, as before.
-    assert_eq!(server.status(&read_with_password("cam", "v", "whatever")), 200);
+    assert_eq!(
+        server.status(&read_with_password("cam", "v", "whatever")),
+        200
+    );
 }
 
 #[test]
 fn an_expired_credential_is_denied() {
     let config = config_with_store("expiry.toml", "");
-    let credential = issue(&config, &["--name", "brief", "--allow", "read", "--ttl", "1s"])
-        ["token"]
+    let credential = issue(
+        &config,
+        &["--name", "brief", "--allow", "read", "--ttl", "1s"],
+    )["token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -224,7 +271,9 @@ fn the_store_file_holds_no_credential_in_the_clear() {
     assert!(!bytes.is_empty());
     let random_part = &credential["mtxa_".len()..];
     assert!(
-        !bytes.windows(random_part.len()).any(|w| w == random_part.as_bytes()),
+        !bytes
+            .windows(random_part.len())
+            .any(|w| w == random_part.as_bytes()),
         "the credential is in {}",
         folder.display()
     );
@@ -241,11 +290,20 @@ fn the_store_file_holds_no_credential_in_the_clear() {
 fn bad_arguments_and_a_config_without_a_store_are_refused() {
     let config = config_with_store("args.toml", "");
     for (args, message) in [
-        (&["issue", "--name", "x", "--allow", "write:cam"][..], "unknown action"),
+        (
+            &["issue", "--name", "x", "--allow", "write:cam"][..],
+            "unknown action",
+        ),
         (&["issue", "--name", "x", "--allow", "read:~("][..], "path"),
-        (&["issue", "--name", "x", "--allow", "read", "--ttl", "soon"][..], "--ttl"),
+        (
+            &["issue", "--name", "x", "--allow", "read", "--ttl", "soon"][..],
+            "--ttl",
+        ),
         (&["issue", "--name", "", "--allow", "read"][..], "--name"),
-        (&["issue", "--name", "x\ny", "--allow", "read"][..], "control"),
+        (
+            &["issue", "--name", "x\ny", "--allow", "read"][..],
+            "control",
+        ),
     ] {
         let (code, out, err) = token(&config, args);
         assert_eq!(code, 1, "{args:?}: {out}");
@@ -261,7 +319,10 @@ fn bad_arguments_and_a_config_without_a_store_are_refused() {
     // And without a store, `/auth` denies what looks like a credential.
     let server = Binary::start(&bare);
     let credential = format!("mtxa_{}", "B".repeat(32));
-    assert_eq!(server.status(&read_with_password("cam", "", &credential)), 401);
+    assert_eq!(
+        server.status(&read_with_password("cam", "", &credential)),
+        401
+    );
 }
 
 #[test]
@@ -271,10 +332,16 @@ fn list_prints_a_table_without_credentials() {
     let (code, out, _) = token(&config, &["list"]);
     assert_eq!(code, 0);
     assert!(out.contains(made["id"].as_str().unwrap()), "{out}");
-    assert!(out.contains("tablet") && out.contains("read:cam") && out.contains("never"), "{out}");
+    assert!(
+        out.contains("tablet") && out.contains("read:cam") && out.contains("never"),
+        "{out}"
+    );
     assert!(!out.contains(made["token"].as_str().unwrap()));
     // Without --json, issue prints the credential alone on one line.
     let (code, out, _) = token(&config, &["issue", "--name", "n", "--allow", "read"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("mtxa_") && out.lines().count() == 1, "{out:?}");
+    assert!(
+        out.starts_with("mtxa_") && out.lines().count() == 1,
+        "{out:?}"
+    );
 }

@@ -4,6 +4,7 @@
 
 pub mod idp;
 pub mod media;
+pub mod mediamtx;
 pub mod oidc;
 pub mod tls;
 
