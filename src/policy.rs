@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::cache::{SecretHasher, TtlMap};
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, MediamtxConfig, ServerConfig};
 use crate::credential::{Argon2Hash, CredentialRef};
 use crate::decision::{AccountDeny, JwtError};
 pub use crate::decision::{Decision, DenyReason, Grant, Source, UserRule};
@@ -19,6 +19,7 @@ use crate::request::Request;
 use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtOutcome};
 use crate::source::users::Users;
+use crate::store::StoreConfig;
 
 /// Where a decision stands.
 pub enum Step {
@@ -84,6 +85,9 @@ pub struct Policy {
     jwt: Option<Jwt>,
     accounts: Vec<Arc<AccountSource>>,
     grants_nothing: bool,
+    /// `[store]` and `[mediamtx]` as this config has them: read once at start
+    /// (`crate::state`), kept here so a reload can say when they changed.
+    process: (Option<StoreConfig>, Option<MediamtxConfig>),
 }
 
 impl Policy {
@@ -111,7 +115,13 @@ impl Policy {
                 .map(|a| Arc::new(AccountSource::from_config(a)))
                 .collect(),
             grants_nothing,
+            process: (config.store, config.mediamtx),
         }
+    }
+
+    /// `[store]` and `[mediamtx]` as this config has them (they apply on restart).
+    pub fn process_sections(&self) -> &(Option<StoreConfig>, Option<MediamtxConfig>) {
+        &self.process
     }
 
     /// The account sources, in the order they are asked.

@@ -86,6 +86,9 @@ impl LivePolicy {
             );
         }
         let new = Policy::new(config);
+        if new.process_sections() != old.process_sections() {
+            tracing::warn!("[store] and [mediamtx] take effect on restart");
+        }
         adopt(&new, &old);
         spawn_background(&new);
         self.current.store(Arc::new(new));

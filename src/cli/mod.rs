@@ -19,6 +19,8 @@ use crate::policy::{Decision, Policy};
 use crate::reload::{self, LivePolicy};
 use crate::request::Request;
 use crate::state::Service;
+use crate::store::feed::CredentialFeed;
+use crate::store::Store;
 use crate::verifier::Verifier;
 
 /// Said by `check` and `serve` of a config under which every request is denied.
@@ -312,11 +314,19 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
         request.to_owned()
     };
     let req = Request::parse(body.as_bytes())?;
+    let store_config = config.store.clone();
     let policy = Policy::new(config);
     let verifier = Verifier::new(1, 1);
-    // The same driver as the server, so a JWT is checked against freshly fetched keys and
-    // account sources ask their upstreams.
-    let decision = actix_web::rt::System::new().block_on(async {
+    // The same driver as the server, so a stream credential is read from the store, a JWT is
+    // checked against freshly fetched keys and account sources ask their upstreams.
+    let (decision, sessions) = actix_web::rt::System::new().block_on(async {
+        let store = match &store_config {
+            Some(config) => Some(Store::open(config).await?),
+            None => None,
+        };
+        if let Some(store) = &store {
+            CredentialFeed::load(store.clone(), Arc::clone(&verifier.issued)).await?;
+        }
         if let Some(jwt) = policy.jwt() {
             if let Err(e) = jwt.keys.refresh().await {
                 println!("jwt: key set could not be fetched: {e}");
@@ -329,8 +339,21 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        verifier.decide(&policy, &req).await
-    });
+        let decision = verifier.decide(&policy, &req).await;
+        // What a running server wrote to the store: the live sessions this identity holds.
+        let sessions = match (&store, &decision) {
+            (Some(store), Decision::Allow { user, .. }) => Some(
+                store
+                    .sessions()
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.identity == *user)
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        };
+        anyhow::Ok((decision, sessions))
+    })?;
     let file = path.display();
     let mut order = vec![format!("users ({} entries)", policy.users().len())];
     if policy.jwt().is_some() {
@@ -350,6 +373,16 @@ fn explain(path: &Path, request: &str) -> anyhow::Result<ExitCode> {
                 None => println!("decided by: {}", source.as_str()),
             }
             println!("sources in order: {order}");
+            if let Some(sessions) = sessions {
+                println!(
+                    "live sessions of {user:?} (as the store has them): {}",
+                    sessions.len()
+                );
+                for s in sessions {
+                    let since = crate::time::rfc3339(s.created_at).unwrap_or_default();
+                    println!("  {} {} {:?} since {since}", s.protocol, s.action, s.path);
+                }
+            }
         }
         Decision::Deny(reason) => {
             println!("deny (401): {reason}");

@@ -12,17 +12,18 @@ use std::path::Path;
 
 use toml_edit::ImDocument;
 
-use crate::sessions::MediamtxConfig;
 use crate::source::account::{self, AccountConfig};
 use crate::source::jwt::JwtConfig;
 use crate::source::users::UserList;
 use crate::store::StoreConfig;
 
+pub mod mediamtx;
 pub mod reader;
 pub mod server;
 pub mod split;
 pub mod users;
 
+pub use mediamtx::MediamtxConfig;
 pub use reader::{ConfigError, Problem, Secrets};
 use reader::{Problems, Table};
 pub use server::{ServerConfig, DEFAULT_LISTEN};
@@ -137,9 +138,7 @@ impl Config {
         let store = root
             .table("store")
             .and_then(|t| crate::store::config::read(t, folder));
-        let mediamtx = root
-            .table("mediamtx")
-            .and_then(crate::sessions::config::read);
+        let mediamtx = root.table("mediamtx").and_then(mediamtx::read);
         root.finish();
         let warnings = errs.finish()?;
         Ok(Config {

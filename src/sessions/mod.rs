@@ -22,10 +22,9 @@ use crate::policy::Policy;
 use crate::request::Request;
 
 pub mod api;
-pub mod config;
 pub mod watch;
 
-pub use config::MediamtxConfig;
+pub use crate::config::MediamtxConfig;
 
 /// One live session, as remembered. Never a password or a token.
 #[derive(Debug, Clone, PartialEq, Eq)]

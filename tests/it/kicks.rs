@@ -456,6 +456,22 @@ async fn a_restarted_server_still_kicks_what_it_let_in() {
     );
     // The registry is written behind, twice a second.
     actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    // `explain` shows what the identity holds, from the store.
+    let out = bin()
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg(session("srt", "", "read", "cam", "", &credential).to_string())
+        .output()
+        .unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(out.contains("allow (200) user=\"v\""), "{out}");
+    assert!(out.contains("decided by: credential"), "{out}");
+    assert!(
+        out.contains("live sessions of \"v\" (as the store has them): 1"),
+        "{out}"
+    );
+    assert!(out.contains("srt read \"cam\" since 20"), "{out}");
+    assert!(!out.contains("s1"), "no session id: {out}");
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
     let server = start(&config, &api);
