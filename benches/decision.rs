@@ -9,12 +9,14 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use mtx_auth::config::Config;
 use mtx_auth::credential::hash_sha256;
-use mtx_auth::permission::Action;
+use mtx_auth::issued::{self, Issued, IssuedCredentials};
+use mtx_auth::permission::{Action, PathMatcher, Permission};
 use mtx_auth::policy::{Decision, Policy};
 use mtx_auth::request::Request;
 
@@ -170,9 +172,48 @@ fn decisions(c: &mut Criterion) {
         false,
     );
 
+    stream_credentials(c);
+
     let any_last = "[[users]]\nuser = \"any\"\npermissions = [{ action = \"read\" }]\n";
     let any_req = Request::new(Action::Read, "cam/1", "10.0.0.1", "", "");
     decision_case(c, "any", |_| Filler::Plain, any_last, &any_req, false);
+}
+
+/// A stream credential (`mtx-auth token issue`) among 10 and 100,000 issued ones, in the
+/// password as an RTSP client sends it: what `/auth` runs for it (`IssuedCredentials::decide`,
+/// a SHA-256 and a lookup), to set beside `decision/plain`.
+fn stream_credentials(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decision/stream_credential");
+    group
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(2));
+    for n in SIZES {
+        let table = IssuedCredentials::default();
+        let mut last = None;
+        table.apply((0..n).map(|i| {
+            let new = issued::generate();
+            let credential = Issued {
+                id: format!("{i:016x}").into(),
+                name: format!("holder {i}"),
+                permissions: vec![Permission {
+                    action: Action::Read,
+                    path: PathMatcher::parse(&format!("cam/{}", i % 100)).unwrap(),
+                }],
+                expires_at: None,
+                revoked: false,
+            };
+            last = Some(new.token);
+            (new.digest, Arc::new(credential))
+        }));
+        let token = last.unwrap();
+        let path = format!("cam/{}", (n - 1) % 100);
+        let req = Request::new(Action::Read, &path, "10.0.0.1", "viewer", &token);
+        assert!(table.decide(&req).is_some_and(|d| d.is_allow()));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
+            b.iter(|| table.decide(black_box(req)))
+        });
+    }
+    group.finish();
 }
 
 fn parse(c: &mut Criterion) {

@@ -28,7 +28,11 @@
 //! - [`verifier`] runs those steps for the server: argon2 on a bounded blocking pool, refetches
 //!   on the runtime.
 //! - [`state`] is what lives as long as the process, apart from the policy a reload replaces:
-//!   the limiter, the argon2 pool, metrics.
+//!   the limiter, the argon2 pool, metrics, the store, the registry of live sessions.
+//! - [`sessions`] takes access back: it remembers every session let in, with what granted it,
+//!   and kicks it through MediaMTX's control API when that ends (a credential revoked or
+//!   expired, a JWT's `exp`, a reload that changes a `[[users]]` entry).
+//! - [`time`] reads durations (`90s`, `1h30m`) and writes RFC 3339 instants.
 //! - [`reload`] holds the policy in use and swaps in a new one when the config file changes or
 //!   on SIGHUP; an invalid file changes nothing.
 //! - [`server`] is the actix-web adapter: routes, body limits, status mapping, decision logs,
@@ -38,8 +42,8 @@
 //! - [`metrics`] is `GET /metrics`: decisions, latency, caches, upstreams, key sets and reloads
 //!   in the Prometheus (OpenMetrics) text format; counted once per process, across reloads.
 //! - [`import`] turns a `mediamtx.yml`'s own auth settings into an equivalent config.
-//! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`, `import-mediamtx`,
-//!   `healthcheck`).
+//! - [`cli`] is the command line (`serve`, `check`, `hash`, `explain`, `token`,
+//!   `import-mediamtx`, `healthcheck`).
 
 pub mod body;
 pub mod cache;

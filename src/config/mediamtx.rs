@@ -1,6 +1,7 @@
 //! `[mediamtx]`: where MediaMTX's control API is, so that sessions can be kicked.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -11,7 +12,7 @@ use crate::config::reader::{parse_net, Table};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediamtxConfig {
     /// The API for calls from any address `instances` does not name.
-    pub api_url: Option<String>,
+    pub api_url: Option<Arc<str>>,
     /// Per-caller APIs, for an mtx-auth that serves several MediaMTX instances: the first whose
     /// `from` holds the address the `/auth` call came from.
     pub instances: Vec<Instance>,
@@ -27,22 +28,20 @@ pub struct MediamtxConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub from: IpNet,
-    pub api_url: String,
+    pub api_url: Arc<str>,
 }
 
 impl MediamtxConfig {
     /// The API that serves a caller at `peer` (the MediaMTX that sent the `/auth` call).
-    pub fn api_for(&self, peer: Option<IpAddr>) -> Option<&str> {
+    pub fn api_for(&self, peer: Option<IpAddr>) -> Option<&Arc<str>> {
         let instance = peer.and_then(|ip| self.instances.iter().find(|i| i.from.contains(&ip)));
-        instance
-            .map(|i| i.api_url.as_str())
-            .or(self.api_url.as_deref())
+        instance.map(|i| &i.api_url).or(self.api_url.as_ref())
     }
 
     /// Every API named, once each.
-    pub fn apis(&self) -> Vec<&str> {
-        let mut apis: Vec<&str> = self.instances.iter().map(|i| i.api_url.as_str()).collect();
-        apis.extend(self.api_url.as_deref());
+    pub fn apis(&self) -> Vec<&Arc<str>> {
+        let mut apis: Vec<&Arc<str>> = self.instances.iter().map(|i| &i.api_url).collect();
+        apis.extend(self.api_url.as_ref());
         apis.sort_unstable();
         apis.dedup();
         apis
@@ -58,7 +57,10 @@ pub fn read(mut t: Table<'_>) -> Option<MediamtxConfig> {
         let api = api_url(&mut entry, "api_url");
         match (from, api) {
             (Some(from), Some(api_url)) => match parse_net(&from.value) {
-                Some(from) => instances.push(Instance { from, api_url }),
+                Some(from) => instances.push(Instance {
+                    from,
+                    api_url: api_url.into(),
+                }),
                 None => entry.errs().push(
                     from.span,
                     format!("from: {:?} is not an IP address or CIDR", from.value),
@@ -74,7 +76,7 @@ pub fn read(mut t: Table<'_>) -> Option<MediamtxConfig> {
         entry.finish();
     }
     let mut config = MediamtxConfig {
-        api_url: default_api,
+        api_url: default_api.map(Arc::from),
         instances,
         max_sessions: 100_000,
         timeout: Duration::from_secs(3),
@@ -132,11 +134,11 @@ mod tests {
         .mediamtx
         .unwrap();
         assert_eq!(
-            c.api_for("10.0.0.5".parse().ok()),
+            c.api_for("10.0.0.5".parse().ok()).map(|a| &**a),
             Some("https://cam-a:9997")
         );
         assert_eq!(
-            c.api_for("10.0.0.6".parse().ok()),
+            c.api_for("10.0.0.6".parse().ok()).map(|a| &**a),
             Some("http://127.0.0.1:9997")
         );
         assert_eq!(c.apis().len(), 2);

@@ -29,9 +29,9 @@ pub use crate::config::MediamtxConfig;
 /// One live session, as remembered. Never a password or a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// MediaMTX's id: what the kick names.
-    pub id: Box<str>,
-    /// The control API that serves it.
+    /// MediaMTX's id: what the kick names. Shared with the registry's key.
+    pub id: Arc<str>,
+    /// The control API that serves it, shared by every session it serves.
     pub api: Arc<str>,
     pub protocol: Box<str>,
     pub action: Action,
@@ -149,13 +149,13 @@ pub struct Full;
 #[derive(Debug)]
 pub enum Change {
     Added(Arc<Session>),
-    Removed(Box<str>),
+    Removed(Arc<str>),
 }
 
 /// The live sessions, by id. Lock-free for `/auth`: a concurrent map and a counter that
 /// reserves a place before an insert, so the bound holds under concurrency.
 pub struct Registry {
-    sessions: papaya::HashMap<Box<str>, Arc<Session>>,
+    sessions: papaya::HashMap<Arc<str>, Arc<Session>>,
     count: AtomicUsize,
     capacity: usize,
     /// Digests of `[[users]]` entries (see [`Held::User`]).
@@ -203,7 +203,7 @@ impl Registry {
         policy: &Policy,
         req: &Request,
         decision: &Decision,
-        api: &str,
+        api: &Arc<str>,
         now: i64,
     ) -> Result<(), Full> {
         let Decision::Allow {
@@ -240,7 +240,7 @@ impl Registry {
         };
         self.insert(Session {
             id: req.id.as_ref().into(),
-            api: api.into(),
+            api: Arc::clone(api),
             protocol: req.protocol.as_ref().into(),
             action,
             path: req.path.as_ref().into(),
@@ -280,13 +280,13 @@ impl Registry {
 
     /// Takes a session out; true if it was there.
     pub fn remove(&self, id: &str) -> bool {
-        let removed = self.sessions.pin().remove(id).is_some();
-        if removed {
+        let removed = self.sessions.pin().remove(id).map(|s| Arc::clone(&s.id));
+        if let Some(id) = &removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
             self.tracked.dec();
-            let _ = self.changes.send(Change::Removed(id.into()));
+            let _ = self.changes.send(Change::Removed(Arc::clone(id)));
         }
-        removed
+        removed.is_some()
     }
 
     /// The sessions for which `pred` holds.
@@ -374,16 +374,17 @@ mod tests {
         let mut req = Request::new(Action::Read, "cam", "10.0.0.1", "v", "p");
         req.protocol = "rtsp".into();
         let decision = policy.decide(&req);
-        r.admit(&policy, &req, &decision, "api", 0).unwrap();
+        let api: Arc<str> = "api".into();
+        r.admit(&policy, &req, &decision, &api, 0).unwrap();
         assert!(r.is_empty(), "no id: nothing to kick");
         req.id = "3f1c".into();
-        r.admit(&policy, &req, &decision, "api", 0).unwrap();
+        r.admit(&policy, &req, &decision, &api, 0).unwrap();
         let s = r.select(|_| true);
         assert_eq!(s.len(), 1);
         assert!(matches!(&s[0].held, Held::User { digest } if digest.len() == 32));
-        let mut api = Request::new(Action::Api, "", "10.0.0.1", "v", "p");
-        api.id = "x".into();
-        r.admit(&policy, &api, &policy.decide(&api), "api", 0)
+        let mut call = Request::new(Action::Api, "", "10.0.0.1", "v", "p");
+        call.id = "x".into();
+        r.admit(&policy, &call, &policy.decide(&call), &api, 0)
             .unwrap();
         assert_eq!(r.len(), 1, "api calls are not sessions");
     }

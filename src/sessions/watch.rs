@@ -250,7 +250,7 @@ impl Watch {
                 continue;
             }
             for session in self.registry.select(|s| {
-                &*s.api == api && s.created_at <= now - grace && !alive.contains(&*s.id)
+                *s.api == **api && s.created_at <= now - grace && !alive.contains(&*s.id)
             }) {
                 self.registry.remove(&session.id);
             }
@@ -265,8 +265,8 @@ fn log_list_failure(api: &str, e: &ApiError) {
 /// Writes the registry's changes to the store every [`WRITE_EVERY`], so that a restarted
 /// server can still kick what it let in. A failed write is retried with the next batch.
 pub async fn write_behind(store: Store, mut changes: mpsc::UnboundedReceiver<Change>) {
-    let mut added: HashMap<Box<str>, Arc<Session>> = HashMap::new();
-    let mut removed: HashSet<Box<str>> = HashSet::new();
+    let mut added: HashMap<Arc<str>, Arc<Session>> = HashMap::new();
+    let mut removed: HashSet<Arc<str>> = HashSet::new();
     let mut failing = false;
     loop {
         tokio::time::sleep(WRITE_EVERY).await;

@@ -87,7 +87,12 @@ fn dockerfile_is_multi_stage_non_root_with_a_health_check_the_binary_has() {
     );
     assert!(dockerfile.contains("USER 65532:65532"));
     assert!(dockerfile.contains(r#"CMD ["/usr/local/bin/mtx-auth", "healthcheck"]"#));
-    assert!(dockerfile.contains("COPY config/mtx-auth.toml /etc/mtx-auth/mtx-auth.toml"));
+    // The shipped config at /etc/mtx-auth/mtx-auth.toml, in folders the runtime user may write
+    // (the config's relative store, sqlite://mtx-auth.db, lands beside it; /var/lib/mtx-auth
+    // takes a volume).
+    assert!(dockerfile.contains("COPY config/mtx-auth.toml /image/etc/mtx-auth/mtx-auth.toml"));
+    assert!(dockerfile.contains("RUN mkdir -p /image/var/lib/mtx-auth"));
+    assert!(dockerfile.contains("COPY --from=builder --chown=65532:65532 /image/ /"));
     // The subcommand exists (and so does its default URL's port, the image's).
     let out = bin().args(["healthcheck", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);

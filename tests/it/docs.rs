@@ -203,6 +203,7 @@ fn each_guide_shows_its_example_files_and_every_example_loads() {
             &["config/examples/jellyfin.toml", "config/examples/emby.toml"],
         ),
         ("docs/plex.md", &["config/examples/plex.toml"]),
+        ("docs/access.md", &["config/examples/access.toml"]),
     ];
     let mut shown = Vec::new();
     for guide in guides() {
