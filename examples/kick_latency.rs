@@ -47,8 +47,10 @@ async fn kick(req: HttpRequest, api: web::Data<Api>) -> HttpResponse {
     let allowed = api
         .http
         .post(&api.auth)
-        .json(&serde_json::json!({"user": user, "password": pass, "token": pass, "ip": "127.0.0.1",
-            "action": "api", "path": "", "protocol": "", "id": null, "query": ""}))
+        .json(
+            &serde_json::json!({"user": user, "password": pass, "token": pass, "ip": "127.0.0.1",
+            "action": "api", "path": "", "protocol": "", "id": null, "query": ""}),
+        )
         .send()
         .await
         .is_ok_and(|r| r.status().is_success());
@@ -177,7 +179,10 @@ async fn main() {
                 break *at;
             }
             actix_web::rt::time::sleep(Duration::from_millis(1)).await;
-            assert!(revoked.elapsed() < Duration::from_secs(10), "no kick for run {run}");
+            assert!(
+                revoked.elapsed() < Duration::from_secs(10),
+                "no kick for run {run}"
+            );
         };
         latencies.push(kicked.saturating_duration_since(revoked));
     }

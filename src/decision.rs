@@ -163,10 +163,23 @@ pub enum Grant {
     Credential { id: Arc<str>, ends_at: Option<i64> },
     /// A JWT: it ends at `ends_at`, the first second `/auth` denies it (`exp` plus the leeway).
     Jwt { ends_at: Option<i64> },
-    /// An account source's answer: checked again when its cached answer runs out.
-    Account,
+    /// An account source's answer: checked again when its cached answer runs out, with the
+    /// token the client sent (never a password: a replayed password counts toward the media
+    /// server's lockout). `None` for a login: it cannot be checked again without the password.
+    Account { token: Option<AccountToken> },
     /// mtx-auth's own API secret: nothing to take back.
     Internal,
+}
+
+/// A token a client gave an account source (a Jellyfin or Plex token): what checks the account
+/// again. Held in memory only; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountToken(pub Arc<str>);
+
+impl fmt::Debug for AccountToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccountToken(…)")
+    }
 }
 
 /// A `[[users]]` entry: its position in config order and its line in the file.

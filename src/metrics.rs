@@ -254,7 +254,7 @@ impl Metrics {
         registry.register(
             "kicks",
             "Live MediaMTX sessions kicked because what let them in ended, by reason \
-             (credential_revoked, credential_expired, jwt_expired, user_changed) and result \
+             (credential_revoked, credential_expired, jwt_expired, user_changed, account_ended) and result \
              (kicked; gone: it had ended already; failed: the API could not be reached)",
             kicks.0.clone(),
         );

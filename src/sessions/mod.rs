@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::SecretHasher;
-use crate::decision::{Decision, Grant};
+use crate::decision::{AccountToken, Decision, Grant};
 use crate::permission::Action;
 use crate::policy::Policy;
 use crate::request::Request;
@@ -61,8 +61,13 @@ pub enum Held {
     Jwt {
         ends_at: Option<i64>,
     },
+    /// An account source's answer. With the client's token, the account is checked again when
+    /// its cached answer runs out; the token stays in memory (a restarted server forgets it,
+    /// and with it that check).
     Account {
         source: String,
+        #[serde(skip)]
+        token: Option<AccountToken>,
     },
 }
 
@@ -83,14 +88,16 @@ pub enum Ending {
     CredentialExpired,
     JwtExpired,
     UserChanged,
+    AccountEnded,
 }
 
 impl Ending {
-    pub const ALL: [Ending; 4] = [
+    pub const ALL: [Ending; 5] = [
         Ending::CredentialRevoked,
         Ending::CredentialExpired,
         Ending::JwtExpired,
         Ending::UserChanged,
+        Ending::AccountEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +106,7 @@ impl Ending {
             Ending::CredentialExpired => "credential_expired",
             Ending::JwtExpired => "jwt_expired",
             Ending::UserChanged => "user_changed",
+            Ending::AccountEnded => "account_ended",
         }
     }
 }
@@ -234,8 +242,9 @@ impl Registry {
                 ends_at: *ends_at,
             },
             (Grant::Jwt { ends_at }, _) => Held::Jwt { ends_at: *ends_at },
-            (Grant::Account, _) => Held::Account {
+            (Grant::Account { token }, _) => Held::Account {
                 source: source.as_str().to_owned(),
+                token: token.clone(),
             },
         };
         self.insert(Session {

@@ -3,7 +3,8 @@
 //! One task ticks every [`TICK`]: it kicks sessions whose credential or JWT has reached its end
 //! (the instant `/auth` starts denying it, so a reconnect is not let in and kicked again), the
 //! sessions of credentials the store feed reports revoked, and, after a reload, the sessions of
-//! `[[users]]` entries that no longer grant them. From the tick to the API call is at most a
+//! `[[users]]` entries that no longer grant them. Every [`RECHECK_EVERY`] the accounts behind
+//! sessions let in by a token are asked again, once their cached answer has run out. From the tick to the API call is at most a
 //! tick, well inside the contract's two seconds. Kicks run as their own tasks, a few at a time,
 //! retried with backoff when the API is down; a 404 means the session had ended already.
 //!
@@ -11,7 +12,7 @@
 //! A second task writes the registry's changes to the store, batched.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +21,12 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::issued::Issued;
 use crate::metrics::KickCounters;
 use crate::reload::LivePolicy;
+use crate::request::Request;
 use crate::sessions::api::{ApiError, MediamtxApi};
 use crate::sessions::{
     kinds_of, Change, Ending, Held, MediamtxConfig, Registry, Session, ALL_KINDS,
 };
+use crate::source::account::{Credentials, Lookup};
 use crate::store::{SessionRecord, Store};
 use crate::time::now_unix;
 
@@ -36,6 +39,10 @@ const ATTEMPTS: u32 = 5;
 /// Kicks in flight at once: a mass revocation must not flood MediaMTX's API.
 const KICKS_AT_ONCE: usize = 16;
 
+/// How often the accounts behind live sessions are looked at again. Each look asks the source's
+/// cache; only an answer that ran out goes to the upstream, with the client's token.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the registry's changes are written to the store.
 const WRITE_EVERY: Duration = Duration::from_millis(500);
 
@@ -47,6 +54,8 @@ pub struct Watch {
     live: Arc<LivePolicy>,
     counters: KickCounters,
     kicks: Arc<Semaphore>,
+    /// A round of account re-checks is under way.
+    rechecking: AtomicBool,
 }
 
 impl Watch {
@@ -64,6 +73,7 @@ impl Watch {
             live,
             counters: metrics.kicks.clone(),
             kicks: Arc::new(Semaphore::new(KICKS_AT_ONCE)),
+            rechecking: AtomicBool::new(false),
         }
     }
 
@@ -71,6 +81,7 @@ impl Watch {
     pub async fn run(self: Arc<Self>, mut credentials: mpsc::UnboundedReceiver<Vec<Arc<Issued>>>) {
         let mut generation = self.live.generation.load(Ordering::Acquire);
         let mut next_prune = tokio::time::Instant::now() + self.config.prune_interval;
+        let mut next_recheck = tokio::time::Instant::now() + RECHECK_EVERY;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -82,6 +93,16 @@ impl Watch {
             if current != generation {
                 generation = current;
                 self.users_changed();
+            }
+            if tokio::time::Instant::now() >= next_recheck {
+                next_recheck = tokio::time::Instant::now() + RECHECK_EVERY;
+                if !self.rechecking.swap(true, Ordering::AcqRel) {
+                    let watch = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        watch.recheck_accounts().await;
+                        watch.rechecking.store(false, Ordering::Release);
+                    });
+                }
             }
             if tokio::time::Instant::now() >= next_prune {
                 next_prune = tokio::time::Instant::now() + self.config.prune_interval;
@@ -167,6 +188,52 @@ impl Watch {
             });
             if !still {
                 self.kick(session, Ending::UserChanged);
+            }
+        }
+    }
+
+    /// Sessions let in by an account source with a token: the account is asked again (the
+    /// source's cache first; once its answer runs out, the upstream, with the client's token,
+    /// never a password) and the session is kicked when it is no longer let in — rejected,
+    /// or without the permission or remote access it needs. An upstream that cannot answer
+    /// kicks nothing. A session let in by a login carries no token and is not checked again.
+    async fn recheck_accounts(&self) {
+        let sessions = self
+            .registry
+            .select(|s| matches!(&s.held, Held::Account { token: Some(_), .. }));
+        if sessions.is_empty() {
+            return;
+        }
+        let policy = self.live.load();
+        for session in sessions {
+            let Held::Account {
+                source,
+                token: Some(token),
+            } = &session.held
+            else {
+                continue;
+            };
+            let Some(account) = policy.accounts().iter().find(|a| a.name() == source) else {
+                // A reload removed the source: nothing lets the session in any more.
+                self.kick(session, Ending::AccountEnded);
+                continue;
+            };
+            let creds = Credentials::Token(&token.0);
+            let answer = match account.lookup(&creds) {
+                Lookup::Miss(key) => account.fetch(key, &creds.to_owned()).await,
+                known => known,
+            };
+            let ended = match answer {
+                Lookup::Granted { grant, .. } => {
+                    let ip = session.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                    let req = Request::new(session.action, &session.path, &ip, "", "");
+                    account.permits(&grant, &req).is_err()
+                }
+                Lookup::Rejected => true,
+                Lookup::Limited | Lookup::Unreachable | Lookup::Miss(_) => false,
+            };
+            if ended {
+                self.kick(session, Ending::AccountEnded);
             }
         }
     }

@@ -613,3 +613,103 @@ async fn sessions_that_ended_are_forgotten() {
     assert_eq!(tracked, 1.0, "{}", server.logs());
     assert!(api.is_live("p2") && api.kicked().is_empty());
 }
+
+/// An account let in by its token is asked again once its cached answer runs out — with the
+/// token, never the password — and its session is kicked when the media server no longer lets
+/// it in. A session let in by a login is not asked again: that would replay the password.
+#[actix_web::test]
+async fn an_account_that_is_no_longer_let_in_is_kicked() {
+    use crate::support::media::{FakeMediaServer, Flavor, UserSpec};
+    let jellyfin = FakeMediaServer::start(
+        Flavor::Jellyfin,
+        vec![
+            UserSpec::new("alice", "alice-pw"),
+            UserSpec::new("bob", "bob-pw"),
+        ],
+    );
+    jellyfin.add_token("tok-alice", "alice");
+    jellyfin.add_token("tok-bob", "bob");
+    let api = FakeMediamtx::start();
+    let config = config(
+        "account.toml",
+        &api,
+        &format!(
+            "[jellyfin]\nurl = \"{}\"\ncache_ttl_secs = 1\n",
+            jellyfin.url()
+        ),
+    );
+    let server = start(&config, &api);
+    let app = server.app();
+    app.wait_ready().await;
+    let opened = [
+        ("j1", "", "tok-alice"),
+        ("j2", "", "tok-bob"),
+        ("j3", "alice", "alice-pw"),
+    ];
+    for (id, user, pass) in opened {
+        api.add("rtspsessions", id, "cam");
+        let (status, reply) = app
+            .auth(&session("rtsp", id, "read", "cam", user, pass))
+            .await;
+        assert_eq!(status, 200, "{id}: {reply}");
+    }
+    let logins = jellyfin.login_hits();
+    jellyfin.set_disabled("alice", true);
+    assert!(api.wait_kicked("j1", 10).await, "{}", server.logs());
+    assert!(
+        still_live_after_a_while(&api, "j2").await,
+        "bob still has access"
+    );
+    assert!(api.is_live("j3"), "a login's session is not checked again");
+    assert_eq!(jellyfin.login_hits(), logins, "the password was sent again");
+    assert_eq!(
+        metric(
+            &app,
+            "mtx_auth_kicks_total{reason=\"account_ended\",result=\"kicked\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+/// The same for Plex: a friend the server is no longer shared with is kicked once the cached
+/// answer runs out.
+#[actix_web::test]
+async fn a_plex_friend_the_server_is_unshared_with_is_kicked() {
+    use crate::support::media::FakePlex;
+    let plex = FakePlex::start();
+    plex.add_account("owner", "owner-token-0000000000", None);
+    plex.add_account("friend", "friend-token-000000000", None);
+    plex.add_server("Home", "0123456789abcdef0123456789abcdef01234567", "owner");
+    plex.share("0123456789abcdef0123456789abcdef01234567", "friend");
+    let api = FakeMediamtx::start();
+    let config = config(
+        "plex.toml",
+        &api,
+        &format!(
+            "[plex]\napi_url = \"{}\"\nserver = \"Home\"\ncache_ttl_secs = 1\n",
+            plex.url()
+        ),
+    );
+    let server = start(&config, &api);
+    let app = server.app();
+    app.wait_ready().await;
+    for (id, token) in [
+        ("x1", "friend-token-000000000"),
+        ("x2", "owner-token-0000000000"),
+    ] {
+        api.add("hlssessions", id, "cam");
+        assert_eq!(
+            app.status(&session("hls", id, "read", "cam", "", token))
+                .await,
+            200,
+            "{id}"
+        );
+    }
+    plex.unshare("0123456789abcdef0123456789abcdef01234567", "friend");
+    assert!(api.wait_kicked("x1", 10).await, "{}", server.logs());
+    assert!(
+        still_live_after_a_while(&api, "x2").await,
+        "the owner still has access"
+    );
+}
