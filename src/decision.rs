@@ -163,16 +163,17 @@ pub enum Grant {
     Credential { id: Arc<str>, ends_at: Option<i64> },
     /// A JWT: it ends at `ends_at`, the first second `/auth` denies it (`exp` plus the leeway).
     Jwt { ends_at: Option<i64> },
-    /// An account source's answer: checked again when its cached answer runs out, with the
-    /// token the client sent (never a password: a replayed password counts toward the media
-    /// server's lockout). `None` for a login: it cannot be checked again without the password.
-    Account { token: Option<AccountToken> },
+    /// An account source's answer: checked again when its cached answer runs out, with what
+    /// the source gave for that (the client's token, a token the login returned, the account's
+    /// id for an administrator key); never the password, which would count toward the media
+    /// server's lockout. `None`: the source has nothing to ask again with.
+    Account { recheck: Option<AccountToken> },
     /// mtx-auth's own API secret: nothing to take back.
     Internal,
 }
 
-/// A token a client gave an account source (a Jellyfin or Plex token): what checks the account
-/// again. Held in memory only; its `Debug` never shows it.
+/// What asks an account source about an account again (a token, or an account id for an
+/// administrator key): a secret, held in memory only; its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccountToken(pub Arc<str>);
 

@@ -14,7 +14,7 @@ use crate::cache::{SecretHasher, TtlMap};
 use crate::config::{Config, MediamtxConfig, ServerConfig};
 use crate::credential::{Argon2Hash, CredentialRef};
 use crate::decision::{AccountDeny, JwtError};
-pub use crate::decision::{AccountToken, Decision, DenyReason, Grant, Source, UserRule};
+pub use crate::decision::{Decision, DenyReason, Grant, Source, UserRule};
 use crate::request::Request;
 use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtOutcome};
@@ -347,10 +347,7 @@ impl Policy {
                         rule: None,
                         cached: cached || stale,
                         grant: Grant::Account {
-                            token: match Credentials::of(req) {
-                                Some(Credentials::Token(t)) => Some(AccountToken(t.into())),
-                                _ => None,
-                            },
+                            recheck: grant.recheck.clone(),
                         },
                     },
                     Err(deny) => Decision::Deny(DenyReason::Account(source.kind, deny)),

@@ -61,13 +61,13 @@ pub enum Held {
     Jwt {
         ends_at: Option<i64>,
     },
-    /// An account source's answer. With the client's token, the account is checked again when
-    /// its cached answer runs out; the token stays in memory (a restarted server forgets it,
-    /// and with it that check).
+    /// An account source's answer. With a `recheck` handle, the account is asked again when
+    /// its cached answer runs out; the handle is a secret and stays in memory (a restarted
+    /// server forgets it, and with it that check).
     Account {
         source: String,
         #[serde(skip)]
-        token: Option<AccountToken>,
+        recheck: Option<AccountToken>,
     },
 }
 
@@ -242,9 +242,9 @@ impl Registry {
                 ends_at: *ends_at,
             },
             (Grant::Jwt { ends_at }, _) => Held::Jwt { ends_at: *ends_at },
-            (Grant::Account { token }, _) => Held::Account {
+            (Grant::Account { recheck }, _) => Held::Account {
                 source: source.as_str().to_owned(),
-                token: token.clone(),
+                recheck: recheck.clone(),
             },
         };
         self.insert(Session {

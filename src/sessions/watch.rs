@@ -26,7 +26,7 @@ use crate::sessions::api::{ApiError, MediamtxApi};
 use crate::sessions::{
     kinds_of, Change, Ending, Held, MediamtxConfig, Registry, Session, ALL_KINDS,
 };
-use crate::source::account::{Credentials, Lookup};
+use crate::source::account::Lookup;
 use crate::store::{SessionRecord, Store};
 use crate::time::now_unix;
 
@@ -192,15 +192,21 @@ impl Watch {
         }
     }
 
-    /// Sessions let in by an account source with a token: the account is asked again (the
-    /// source's cache first; once its answer runs out, the upstream, with the client's token,
-    /// never a password) and the session is kicked when it is no longer let in — rejected,
-    /// or without the permission or remote access it needs. An upstream that cannot answer
-    /// kicks nothing. A session let in by a login carries no token and is not checked again.
+    /// Sessions let in by an account source that can ask again: the account is asked (its
+    /// answer is remembered for the source's `cache_ttl`, so the upstream hears of it once per
+    /// period, and never with a password), and the session is kicked when the account is no
+    /// longer let in — rejected, gone, or without the permission or remote access it needs.
+    /// An upstream that cannot answer kicks nothing.
     async fn recheck_accounts(&self) {
-        let sessions = self
-            .registry
-            .select(|s| matches!(&s.held, Held::Account { token: Some(_), .. }));
+        let sessions = self.registry.select(|s| {
+            matches!(
+                &s.held,
+                Held::Account {
+                    recheck: Some(_),
+                    ..
+                }
+            )
+        });
         if sessions.is_empty() {
             return;
         }
@@ -208,7 +214,7 @@ impl Watch {
         for session in sessions {
             let Held::Account {
                 source,
-                token: Some(token),
+                recheck: Some(handle),
             } = &session.held
             else {
                 continue;
@@ -218,11 +224,7 @@ impl Watch {
                 self.kick(session, Ending::AccountEnded);
                 continue;
             };
-            let creds = Credentials::Token(&token.0);
-            let answer = match account.lookup(&creds) {
-                Lookup::Miss(key) => account.fetch(key, &creds.to_owned()).await,
-                known => known,
-            };
+            let answer = account.recheck(&handle.0).await;
             let ended = match answer {
                 Lookup::Granted { grant, .. } => {
                     let ip = session.ip.map(|ip| ip.to_string()).unwrap_or_default();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::reader::Table;
+use crate::decision::AccountToken;
 use crate::permission::{Action, Permission};
 use crate::request::Request;
 use crate::source::account::settings::AccountSettings;
@@ -70,6 +71,18 @@ pub trait Backend: Send + Sync {
     /// background, tells readiness, is carried across reloads and shows in metrics.
     fn key_store(&self) -> Option<&Arc<KeyStore>> {
         None
+    }
+
+    /// Asks the upstream again about an account it vouched for, by the `recheck` handle its
+    /// `Identity` carried (a token the login returned, or the account's id for an
+    /// administrator key): never with the password. Only called with a handle this backend
+    /// gave; a backend that gives none keeps this default.
+    fn recheck<'a>(&'a self, _handle: &'a str) -> BoxFuture<'a, Result<Identity, CheckError>> {
+        Box::pin(async {
+            Err(CheckError::Unreachable(
+                "this source cannot check an account again".into(),
+            ))
+        })
     }
 }
 
@@ -143,6 +156,9 @@ pub struct Identity {
     pub permissions: Option<Vec<Permission>>,
     /// When the upstream's grant ends (an OIDC token's `exp`), if before `cache_ttl`.
     pub valid_for: Option<Duration>,
+    /// What lets `Backend::recheck` ask about this account again later without its password,
+    /// for the sessions it opened (`crate::sessions`). `None`: it cannot be asked again.
+    pub recheck: Option<AccountToken>,
 }
 
 /// Why an upstream did not vouch for credentials.

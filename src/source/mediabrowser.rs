@@ -19,6 +19,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::config::reader::Table;
+use crate::decision::AccountToken;
 use crate::permission::Action;
 use crate::source::account::settings::AccountSettings;
 use crate::source::backend::{
@@ -54,7 +55,12 @@ fn read(
     if url.is_none() && !t.has("url") {
         t.problem(format!("[{}] needs url", flavor.name()));
     }
-    Some(Arc::new(MediaBrowser::new(flavor, &url?, settings.timeout)))
+    // An administrator's API key: lets the sessions of a login be checked again (the login's
+    // own session is logged out at once, and the password is never sent twice).
+    let api_key = t.secret("api_key", "api_key_file", "api_key_env")?;
+    let mut backend = MediaBrowser::new(flavor, &url?, settings.timeout);
+    backend.api_key = api_key.map(|k| k.0);
+    Some(Arc::new(backend))
 }
 
 /// Which of the two servers.
@@ -79,6 +85,8 @@ pub struct MediaBrowser {
     /// Without a trailing slash.
     url: String,
     http: reqwest::Client,
+    /// `api_key`: an administrator's key, to ask about an account again by its id.
+    api_key: Option<String>,
 }
 
 /// `AuthenticateByName`'s answer (`AuthenticationResult`), the fields we read.
@@ -93,6 +101,8 @@ struct AuthResult {
 #[serde(rename_all = "PascalCase")]
 struct UserDto {
     name: String,
+    #[serde(default)]
+    id: String,
     policy: UserPolicy,
 }
 
@@ -128,7 +138,20 @@ impl Backend for MediaBrowser {
     fn upstream(&self) -> String {
         self.url.clone()
     }
+
+    fn recheck<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Identity, CheckError>> {
+        Box::pin(async move {
+            match handle.strip_prefix(USER_ID) {
+                Some(id) => self.user_by_id(id).await,
+                None => self.current_user(handle).await,
+            }
+        })
+    }
 }
+
+/// Marks a recheck handle that is an account's id (asked with the administrator's key), not a
+/// token.
+const USER_ID: &str = "id:";
 
 impl MediaBrowser {
     pub fn new(flavor: Flavor, url: &str, timeout: std::time::Duration) -> Self {
@@ -136,6 +159,7 @@ impl MediaBrowser {
             flavor,
             url: url.trim_end_matches('/').to_owned(),
             http: upstream::client(timeout),
+            api_key: None,
         }
     }
 
@@ -210,7 +234,46 @@ impl MediaBrowser {
         let auth: AuthResult = serde_json::from_value(body)
             .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
         self.spawn_logout(device, auth.access_token);
-        identity(auth.user)
+        let id = auth.user.id.clone();
+        let mut identity = identity(auth.user)?;
+        if self.api_key.is_some() && !id.is_empty() {
+            identity.recheck = Some(AccountToken(format!("{USER_ID}{id}").into()));
+        }
+        Ok(identity)
+    }
+
+    /// `GET /Users/{id}` with the administrator's key: the account as the server has it now.
+    async fn user_by_id(&self, id: &str) -> Result<Identity, CheckError> {
+        let Some(key) = &self.api_key else {
+            return Err(CheckError::Unreachable("no api_key".into()));
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(CheckError::Rejected("malformed account id"));
+        }
+        let device = device_id(&self.url, "");
+        let mut request = self.http.get(format!("{}/Users/{id}", self.url));
+        request = match self.flavor {
+            Flavor::Jellyfin => {
+                let (header, value) = self.authorization(&device, Some(key));
+                request.header(header, value)
+            }
+            Flavor::Emby => {
+                let (header, value) = self.authorization(&device, None);
+                request.header(header, value).header("X-Emby-Token", key)
+            }
+        };
+        let resp = request.send().await.map_err(UpstreamError::from)?;
+        match resp.status().as_u16() {
+            200 => {}
+            // The account is gone.
+            404 => return Err(CheckError::Rejected("account removed")),
+            // The key itself is refused: say nothing about the account (nothing is kicked).
+            status => return Err(UpstreamError::Status(status).into()),
+        }
+        let body = upstream::read_json(resp).await?;
+        let user: UserDto = serde_json::from_value(body)
+            .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
+        identity(user)
     }
 
     /// Ends the session our login created, in the background: the decision doesn't wait.
@@ -271,7 +334,10 @@ impl MediaBrowser {
         let body = upstream::read_json(resp).await?;
         let user: UserDto = serde_json::from_value(body)
             .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
-        identity(user)
+        let mut identity = identity(user)?;
+        // The client's own token asks again.
+        identity.recheck = Some(AccountToken(token.into()));
+        Ok(identity)
     }
 }
 
@@ -285,5 +351,6 @@ fn identity(user: UserDto) -> Result<Identity, CheckError> {
         remote_access: user.policy.enable_remote_access,
         permissions: None,
         valid_for: None,
+        recheck: None,
     })
 }

@@ -150,6 +150,7 @@ impl OidcPassword {
                 remote_access: true,
                 permissions: Some(v.permissions),
                 valid_for: v.valid_for,
+                recheck: None,
             }),
             // The account is fine but grants nothing here: a real "no".
             Err(JwtError::NoPermissions | JwtError::BadPermissions) => {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::reader::Table;
+use crate::decision::AccountToken;
 use crate::permission::Action;
 use crate::source::account::settings::AccountSettings;
 use crate::source::backend::{
@@ -115,6 +116,13 @@ impl Backend for Plex {
     fn upstream(&self) -> String {
         self.api_url.clone()
     }
+
+    fn recheck<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Identity, CheckError>> {
+        Box::pin(async move {
+            self.check_now(&OwnedCredentials::Token(handle.to_owned()))
+                .await
+        })
+    }
 }
 
 impl Plex {
@@ -180,6 +188,9 @@ impl Plex {
             remote_access: true,
             permissions: None,
             valid_for: None,
+            // The plex.tv token (the client's, or the one a password sign-in returned) asks
+            // again whether the account still has the server.
+            recheck: Some(AccountToken(token.into())),
         })
     }
 

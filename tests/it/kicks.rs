@@ -713,3 +713,97 @@ async fn a_plex_friend_the_server_is_unshared_with_is_kicked() {
         "the owner still has access"
     );
 }
+
+/// With an administrator's key (`api_key`), a session opened by a login is asked about again
+/// too — by the account's id, with the key, never with the password — on Jellyfin and Emby.
+#[actix_web::test]
+async fn with_an_api_key_the_sessions_of_a_login_are_checked_again() {
+    use crate::support::media::{FakeMediaServer, Flavor, UserSpec};
+    for flavor in [Flavor::Jellyfin, Flavor::Emby] {
+        let server_kind = match flavor {
+            Flavor::Jellyfin => "jellyfin",
+            Flavor::Emby => "emby",
+        };
+        let media = FakeMediaServer::start(
+            flavor,
+            vec![
+                UserSpec::new("alice", "alice-pw"),
+                UserSpec::new("bob", "bob-pw"),
+            ],
+        );
+        media.add_api_key("admin-key-0123456789");
+        let api = FakeMediamtx::start();
+        let config = config(
+            &format!("{server_kind}-key.toml"),
+            &api,
+            &format!(
+                "[{server_kind}]\nurl = \"{}\"\ncache_ttl_secs = 1\napi_key = \"admin-key-0123456789\"\n",
+                media.url()
+            ),
+        );
+        let server = start(&config, &api);
+        let app = server.app();
+        app.wait_ready().await;
+        for (id, user, pass) in [("l1", "alice", "alice-pw"), ("l2", "bob", "bob-pw")] {
+            api.add("rtmpconns", id, "cam");
+            let (status, reply) = app
+                .auth(&session("rtmp", id, "read", "cam", user, pass))
+                .await;
+            assert_eq!(status, 200, "{server_kind} {id}: {reply}");
+        }
+        let logins = media.login_hits();
+        media.set_disabled("alice", true);
+        assert!(
+            api.wait_kicked("l1", 10).await,
+            "{server_kind}: {}",
+            server.logs()
+        );
+        assert!(
+            still_live_after_a_while(&api, "l2").await,
+            "{server_kind}: bob still has access"
+        );
+        assert_eq!(
+            media.login_hits(),
+            logins,
+            "{server_kind}: the password was sent again"
+        );
+    }
+}
+
+/// RTSP clients put a Plex token in the password (any user name): asked again with that token.
+#[actix_web::test]
+async fn a_plex_token_given_as_a_password_is_asked_again_with_itself() {
+    use crate::support::media::FakePlex;
+    let plex = FakePlex::start();
+    plex.add_account("owner", "owner-token-0000000000", None);
+    plex.add_account("friend", "friend-token-000000000", None);
+    plex.add_server("Home", "0123456789abcdef0123456789abcdef01234567", "owner");
+    plex.share("0123456789abcdef0123456789abcdef01234567", "friend");
+    let api = FakeMediamtx::start();
+    let config = config(
+        "plex-password.toml",
+        &api,
+        &format!(
+            "[plex]\napi_url = \"{}\"\nserver = \"Home\"\ncache_ttl_secs = 1\n",
+            plex.url()
+        ),
+    );
+    let server = start(&config, &api);
+    let app = server.app();
+    app.wait_ready().await;
+    api.add("rtspsessions", "y1", "cam");
+    assert_eq!(
+        app.status(&session(
+            "rtsp",
+            "y1",
+            "read",
+            "cam",
+            "friend",
+            "friend-token-000000000"
+        ))
+        .await,
+        200
+    );
+    plex.unshare("0123456789abcdef0123456789abcdef01234567", "friend");
+    assert!(api.wait_kicked("y1", 10).await, "{}", server.logs());
+}

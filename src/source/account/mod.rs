@@ -34,7 +34,7 @@ use tokio::sync::OnceCell;
 use crate::cache::{FailureCounts, SecretHasher, TtlMap};
 use crate::config::reader::Table;
 pub use crate::decision::AccountDeny;
-use crate::decision::Source;
+use crate::decision::{AccountToken, Source};
 use crate::permission::{self, Permission};
 use crate::request::Request;
 pub use crate::source::backend::{
@@ -57,6 +57,8 @@ pub struct Grant {
     /// Set when the upstream's grant ends before the cache entry does (an OIDC token's
     /// `exp`); otherwise the cache's time-to-live is the limit.
     pub expires: Option<Instant>,
+    /// What asks about the account again, for the sessions it opens (`Identity::recheck`).
+    pub recheck: Option<AccountToken>,
 }
 
 impl Grant {
@@ -180,6 +182,8 @@ pub struct AccountSource {
     settings: AccountSettings,
     /// The hot cache: read by every cached decision.
     slots: TtlMap<u128, Arc<Slot>>,
+    /// Answers about accounts asked again (`recheck`), for `cache_ttl`.
+    rechecks: TtlMap<u128, Option<Arc<Grant>>>,
     /// Successes kept for `stale_grace`, used only while the upstream fails.
     last_good: Cache<u128, Arc<Grant>>,
     /// Rejected logins per lower-cased user name, counted from the first for `failure_window`.
@@ -213,6 +217,7 @@ impl AccountSource {
             line,
             backend,
             slots: TtlMap::new(settings.cache_capacity, settings.cache_ttl),
+            rechecks: TtlMap::new(settings.cache_capacity, settings.cache_ttl),
             last_good: Cache::builder()
                 .max_capacity(settings.cache_capacity)
                 .time_to_live(settings.stale_grace.max(Duration::from_millis(1)))
@@ -413,10 +418,48 @@ impl AccountSource {
             name: identity.name,
             permissions,
             remote_access: identity.remote_access,
+            recheck: identity.recheck,
             expires: identity
                 .valid_for
                 .filter(|v| *v < s.cache_ttl)
                 .map(|v| Instant::now() + v),
+        }
+    }
+
+    /// Asks about an account again by the handle its grant carried (`Grant::recheck`): from
+    /// what the last ask answered while it is younger than `cache_ttl`, else from the upstream.
+    /// `Granted` or `Rejected`; `Unreachable` when the upstream could not say.
+    pub async fn recheck(&self, handle: &str) -> Lookup {
+        let key = self.hasher.hash(2, &[handle.as_bytes()]);
+        if let Some(known) = self.rechecks.get(&key) {
+            return match known {
+                Some(grant) => Lookup::Granted {
+                    grant,
+                    stale: false,
+                },
+                None => Lookup::Rejected,
+            };
+        }
+        self.stats.upstream_calls.fetch_add(1, Ordering::Relaxed);
+        match self.backend.recheck(handle).await {
+            Ok(identity) => {
+                let grant = Arc::new(self.grant(identity));
+                self.rechecks.insert(key, Some(Arc::clone(&grant)));
+                Lookup::Granted {
+                    grant,
+                    stale: false,
+                }
+            }
+            Err(CheckError::Rejected(_)) => {
+                self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                self.rechecks.insert(key, None);
+                Lookup::Rejected
+            }
+            Err(CheckError::Unreachable(why)) => {
+                self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(source = self.name(), error = %why, "cannot ask about an account again; its sessions stay");
+                Lookup::Unreachable
+            }
         }
     }
 
