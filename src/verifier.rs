@@ -97,11 +97,10 @@ impl Verifier {
             return Decision::Deny(DenyReason::RateLimited);
         };
         let decision = self.drive(policy, req).await;
-        attempt.finish(Limiter::is_failure(
-            req,
-            &decision,
-            policy.accepts_credentials(req),
-        ));
+        // A stream credential is always something to guess, whatever sources the config has.
+        let guessable = matches!(decision, Decision::Deny(DenyReason::Credential(_)))
+            || policy.accepts_credentials(req);
+        attempt.finish(Limiter::is_failure(req, &decision, guessable));
         decision
     }
 

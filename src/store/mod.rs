@@ -113,6 +113,7 @@ impl Store {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| open(sqlx::Error::Io(e)))?;
                 }
+                create_private(path).map_err(|e| open(sqlx::Error::Io(e)))?;
                 (sqlite_url(path), SQLITE_MIGRATIONS)
             }
         };
@@ -376,6 +377,21 @@ async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<i
             .await?
             .try_get(0)?,
     )
+}
+
+/// Creates the database file, readable by its owner only, if it does not exist: it holds the
+/// secret mtx-auth's API calls carry. SQLite gives its `-wal` and `-shm` files the same mode.
+/// An existing file keeps the mode its owner gave it.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// sqlx's URL for a SQLite file, created if missing. sqlx percent-decodes the path, so the

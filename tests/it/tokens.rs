@@ -277,6 +277,14 @@ fn the_store_file_holds_no_credential_in_the_clear() {
         "the credential is in {}",
         folder.display()
     );
+    // Only its owner may read the store: it holds mtx-auth's own API secret.
+    #[cfg(unix)]
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", entry.path().display());
+    }
     // What is kept is its SHA-256.
     use sha2::Digest;
     let digest: String = sha2::Sha256::digest(credential.as_bytes())
@@ -344,4 +352,25 @@ fn list_prints_a_table_without_credentials() {
         out.starts_with("mtxa_") && out.lines().count() == 1,
         "{out:?}"
     );
+}
+
+/// Guessing credentials is limited like guessing passwords: an unknown `mtxa_…` is a failed
+/// attempt.
+#[test]
+fn guessed_credentials_count_toward_the_failure_limit() {
+    let config = temp_config(
+        "guess.toml",
+        "[store]\nurl = \"sqlite://store.db\"\n\n[server]\nmax_failures_per_ip = 2\n",
+    );
+    let server = Binary::start(&config);
+    let guess = |i: usize| read_with_password("cam", "", &format!("mtxa_{i:0>32}"));
+    assert_eq!(server.status(&guess(1)), 401);
+    assert_eq!(server.status(&guess(2)), 401);
+    let app = server.app();
+    actix_web::rt::System::new().block_on(async {
+        let body: Value = serde_json::from_str(&guess(3)).unwrap();
+        let (status, reply) = app.auth(&body).await;
+        assert_eq!(status, 401);
+        assert_eq!(reply["error"], "too many failed attempts; try again later");
+    });
 }
