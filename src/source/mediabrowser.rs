@@ -250,19 +250,7 @@ impl MediaBrowser {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(CheckError::Rejected("malformed account id"));
         }
-        let device = device_id(&self.url, "");
-        let mut request = self.http.get(format!("{}/Users/{id}", self.url));
-        request = match self.flavor {
-            Flavor::Jellyfin => {
-                let (header, value) = self.authorization(&device, Some(key));
-                request.header(header, value)
-            }
-            Flavor::Emby => {
-                let (header, value) = self.authorization(&device, None);
-                request.header(header, value).header("X-Emby-Token", key)
-            }
-        };
-        let resp = request.send().await.map_err(UpstreamError::from)?;
+        let resp = self.get_with_token(&format!("/Users/{id}"), key).await?;
         match resp.status().as_u16() {
             200 => {}
             // The account is gone.
@@ -270,10 +258,28 @@ impl MediaBrowser {
             // The key itself is refused: say nothing about the account (nothing is kicked).
             status => return Err(UpstreamError::Status(status).into()),
         }
-        let body = upstream::read_json(resp).await?;
-        let user: UserDto = serde_json::from_value(body)
-            .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
-        identity(user)
+        identity(read_user(resp).await?)
+    }
+
+    /// A `GET` carrying `token` as each server expects it.
+    async fn get_with_token(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<reqwest::Response, CheckError> {
+        let device = device_id(&self.url, "");
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        request = match self.flavor {
+            Flavor::Jellyfin => {
+                let (header, value) = self.authorization(&device, Some(token));
+                request.header(header, value)
+            }
+            Flavor::Emby => {
+                let (header, value) = self.authorization(&device, None);
+                request.header(header, value).header("X-Emby-Token", token)
+            }
+        };
+        Ok(request.send().await.map_err(UpstreamError::from)?)
     }
 
     /// Ends the session our login created, in the background: the decision doesn't wait.
@@ -311,19 +317,7 @@ impl MediaBrowser {
         {
             return Err(CheckError::Rejected("malformed token"));
         }
-        let device = device_id(&self.url, "");
-        let mut request = self.http.get(format!("{}/Users/Me", self.url));
-        request = match self.flavor {
-            Flavor::Jellyfin => {
-                let (header, value) = self.authorization(&device, Some(token));
-                request.header(header, value)
-            }
-            Flavor::Emby => {
-                let (header, value) = self.authorization(&device, None);
-                request.header(header, value).header("X-Emby-Token", token)
-            }
-        };
-        let resp = request.send().await.map_err(UpstreamError::from)?;
+        let resp = self.get_with_token("/Users/Me", token).await?;
         match resp.status().as_u16() {
             200 => {}
             // 401: unknown token or disabled account. 400: an API key, which names no user.
@@ -331,14 +325,17 @@ impl MediaBrowser {
             400 | 401 | 403 => return Err(CheckError::Rejected("token refused")),
             status => return Err(UpstreamError::Status(status).into()),
         }
-        let body = upstream::read_json(resp).await?;
-        let user: UserDto = serde_json::from_value(body)
-            .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
-        let mut identity = identity(user)?;
+        let mut identity = identity(read_user(resp).await?)?;
         // The client's own token asks again.
         identity.recheck = Some(AccountToken(token.into()));
         Ok(identity)
     }
+}
+
+async fn read_user(resp: reqwest::Response) -> Result<UserDto, CheckError> {
+    let body = upstream::read_json(resp).await?;
+    serde_json::from_value(body)
+        .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))
 }
 
 fn identity(user: UserDto) -> Result<Identity, CheckError> {

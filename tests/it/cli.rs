@@ -1,24 +1,11 @@
 //! The binary: `check`, `serve`, `hash` and `explain`, run as an operator runs them.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use mtx_auth::credential::Credential;
 
-use crate::support::{bin, temp_config, Binary};
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
-}
+use crate::support::{bin, run, temp_config, Binary};
 
 #[test]
 fn check_accepts_the_shipped_config() {

@@ -2,24 +2,9 @@
 //! line writes the store, a running `mtx-auth serve` reads every change without a reload, and
 //! `/auth` takes the credential wherever a client can put it.
 
-use std::process::{Command, Output};
-
 use serde_json::{json, Value};
 
-use crate::support::{bin, mtx_request, temp_config, Binary};
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
-}
+use crate::support::{bin, mtx_request, run, temp_config, Binary};
 
 /// A config with a store beside it (and whatever `extra` adds).
 fn config_with_store(name: &str, extra: &str) -> std::path::PathBuf {
@@ -168,31 +153,19 @@ fn a_credential_issued_before_the_start_is_good_from_the_first_answer() {
         .unwrap()
         .to_owned();
     let server = Binary::start(&config);
-    let publish = body(mtx_request(
-        "publish",
-        "studio",
-        "10.0.0.1",
-        "obs",
-        &credential,
-    ));
-    assert_eq!(server.status(&publish), 200);
+    let status = |action, path| {
+        server.status(&body(mtx_request(
+            action,
+            path,
+            "10.0.0.1",
+            "obs",
+            &credential,
+        )))
+    };
+    assert_eq!(status("publish", "studio"), 200);
     // A stream key for one path publishes nowhere else and reads nothing.
-    let elsewhere = body(mtx_request(
-        "publish",
-        "other",
-        "10.0.0.1",
-        "obs",
-        &credential,
-    ));
-    assert_eq!(server.status(&elsewhere), 401);
-    let reading = body(mtx_request(
-        "read",
-        "studio",
-        "10.0.0.1",
-        "obs",
-        &credential,
-    ));
-    assert_eq!(server.status(&reading), 401);
+    assert_eq!(status("publish", "other"), 401);
+    assert_eq!(status("read", "studio"), 401);
 }
 
 /// An `any` user lets everyone read; a revoked or unknown credential is still denied: it is

@@ -139,6 +139,20 @@ pub fn mtx_request(action: &str, path: &str, ip: &str, user: &str, pass: &str) -
     })
 }
 
+/// Runs a command to its end: its exit code (-1 for a signal), stdout and stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let std::process::Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
 /// The `mtx-auth` binary Cargo built for these tests, as a command to add arguments to.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
