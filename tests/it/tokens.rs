@@ -347,3 +347,18 @@ fn guessed_credentials_count_toward_the_failure_limit() {
         assert_eq!(reply["error"], "too many failed attempts; try again later");
     });
 }
+
+/// A store that cannot be opened stops `serve` with the reason: it does not run without what the
+/// config asks for.
+#[test]
+fn serve_refuses_to_start_without_its_store() {
+    let config = temp_config(
+        "nostore-dir.toml",
+        "[store]\nurl = \"sqlite:///proc/mtx-auth-cannot-be-here/mtx-auth.db\"\n",
+    );
+    let (code, _, err) = run(bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing to start: cannot open the store (sqlite file /proc/mtx-auth-cannot-be-here/mtx-auth.db)"), "{err}");
+}
