@@ -266,7 +266,14 @@ impl Registry {
         let session = Arc::new(session);
         let sessions = self.sessions.pin();
         if sessions.contains_key(&session.id) {
-            sessions.insert(session.id.clone(), Arc::clone(&session));
+            // Removed in between (a kick of the same id): then it takes a place after all.
+            if sessions
+                .insert(session.id.clone(), Arc::clone(&session))
+                .is_none()
+            {
+                self.count.fetch_add(1, Ordering::AcqRel);
+                self.tracked.inc();
+            }
         } else {
             self.count
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
