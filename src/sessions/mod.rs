@@ -373,7 +373,11 @@ mod tests {
         assert_eq!(r.len(), 100);
         assert_eq!(r.select(|_| true).len(), 100);
         // The same id again replaces, and does not count twice; a removal frees a place.
-        assert!(r.remove("0-0"));
+        let held = r.select(|_| true)[0].id.to_string();
+        assert!(r.insert(session(&held)).is_ok());
+        assert_eq!(r.len(), 100);
+        assert!(r.remove(&held));
+        assert!(!r.remove(&held));
         assert!(r.insert(session("x")).is_ok());
         assert_eq!(r.insert(session("y")), Err(Full));
     }
