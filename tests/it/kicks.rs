@@ -454,8 +454,24 @@ async fn a_restarted_server_still_kicks_what_it_let_in() {
             .await,
         200
     );
-    // The registry is written behind, twice a second.
-    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    // The registry is written behind, twice a second: wait until the store has the session.
+    let db = config.parent().unwrap().join("mtx-auth.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..500 {
+        stored = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sessions WHERE id = 's1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if stored == 1 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored, 1, "the session never reached the store");
+    pool.close().await;
     // `explain` shows what the identity holds, from the store.
     let out = bin()
         .args(["explain", "--config"])
