@@ -207,6 +207,24 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
+/// Lower-case hex: how digests, fingerprints and random ids are written.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exactly `2 * N` hex digits (either case) back into bytes; `None` for anything else.
+pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    // `from_str_radix` alone would take a sign ("+f").
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// MediaMTX's charset for plain credentials: `^[a-zA-Z0-9!$()*+.;<=>\[\]^_\-{}@#&]+$`.
 fn is_plain_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!$()*+.;<=>[]^_-{}@#&".contains(c)

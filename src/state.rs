@@ -17,6 +17,7 @@ use rand::RngCore;
 use tokio::sync::mpsc;
 
 use crate::cache::SecretHasher;
+use crate::credential::{from_hex, hex};
 use crate::metrics::Metrics;
 use crate::reload::LivePolicy;
 use crate::sessions::api::MediamtxApi;
@@ -61,13 +62,6 @@ impl Service {
     }
 }
 
-/// Why the process-long state could not be built: `serve` refuses to start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl Service {
     /// Builds the process-long state for `serve`: the store opened (created, migrated) and its
     /// credentials read before the first request, so a credential issued before the start is
@@ -78,7 +72,7 @@ impl Service {
         live: Arc<LivePolicy>,
         store: Option<&StoreConfig>,
         mediamtx: Option<MediamtxConfig>,
-    ) -> Result<Service, StartError> {
+    ) -> Result<Service, StoreError> {
         let mut service = Service::new(Arc::clone(&live));
         let store = match store {
             Some(config) => Some(Store::open(config).await?),
@@ -107,7 +101,9 @@ impl Service {
                 ),
                 None => (new_api_secret(), new_registry_key()),
             };
-            let hasher = SecretHasher::with_key(registry_key(&key));
+            let key = from_hex::<16>(&key)
+                .ok_or_else(|| StoreError::Corrupt("registry_key is not 32 hex digits".into()))?;
+            let hasher = SecretHasher::with_key(key);
             let (changes_tx, changes_rx) = mpsc::unbounded_channel();
             let tracked = service.metrics.sessions.tracked.clone();
             let registry = Arc::new(Registry::new(
@@ -154,16 +150,5 @@ fn new_api_secret() -> String {
 fn new_registry_key() -> String {
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn registry_key(hex: &str) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = hex
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
-    }
-    key
+    hex(&bytes)
 }

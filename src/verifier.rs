@@ -48,12 +48,6 @@ impl Verifier {
         }
     }
 
-    /// Deciding stream credentials from `issued`.
-    pub fn with_issued(mut self, issued: Arc<IssuedCredentials>) -> Self {
-        self.issued = issued;
-        self
-    }
-
     /// With brute-force limits, as the server runs it.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limiter = Some(Limiter::new(limits));
@@ -142,9 +136,7 @@ impl Verifier {
             }
         }
     }
-}
 
-impl Verifier {
     /// An `api` request carrying mtx-auth's own secret (as a password, or a bearer token): the
     /// calls MediaMTX makes to check our kicks. Compared in constant time; any other action
     /// with the secret is not let in by it.

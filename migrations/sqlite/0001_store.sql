@@ -37,8 +37,7 @@ CREATE TABLE secrets (
 -- Never a password or a token: what granted the session is named, not carried.
 CREATE TABLE sessions (
     id          TEXT PRIMARY KEY,
-    -- The control API's kind (rtspsessions, webrtcsessions, …) and which API.
-    kind        TEXT NOT NULL,
+    -- Which control API; the kind to kick (rtspsessions, …) follows from the protocol.
     api_url     TEXT NOT NULL,
     protocol    TEXT NOT NULL,
     action      TEXT NOT NULL,

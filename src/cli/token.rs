@@ -179,7 +179,7 @@ async fn issue(
 fn new_id() -> String {
     let mut bytes = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::credential::hex(&bytes)
 }
 
 #[derive(Serialize)]

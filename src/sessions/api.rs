@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::source::upstream::UpstreamError;
+
 /// The user name mtx-auth's API calls carry beside the secret (MediaMTX logs it).
 pub const API_USER: &str = "mtx-auth";
 
@@ -72,7 +74,7 @@ impl MediamtxApi {
                 .basic_auth(API_USER, Some(&*self.secret))
                 .send()
                 .await
-                .map_err(|e| ApiError::Unreachable(without_url(&e)))?
+                .map_err(|e| ApiError::Unreachable(without_url(e)))?
                 .status();
             match status.as_u16() {
                 200..=299 => return Ok(Kicked::Ended),
@@ -107,7 +109,7 @@ impl MediamtxApi {
                 .basic_auth(API_USER, Some(&*self.secret))
                 .send()
                 .await
-                .map_err(|e| ApiError::Unreachable(without_url(&e)))?;
+                .map_err(|e| ApiError::Unreachable(without_url(e)))?;
             match resp.status().as_u16() {
                 200 => {}
                 404 => return Ok(ids),
@@ -116,7 +118,7 @@ impl MediamtxApi {
             let body: Page = resp
                 .json()
                 .await
-                .map_err(|e| ApiError::Malformed(without_url(&e)))?;
+                .map_err(|e| ApiError::Malformed(without_url(e)))?;
             ids.extend(body.items.into_iter().map(|i| i.id));
             page += 1;
             if page >= body.page_count || page >= 10_000 {
@@ -126,29 +128,7 @@ impl MediamtxApi {
     }
 }
 
-/// reqwest's error text without the URL (it holds a session id, which names a live session).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.without_url_ref().to_string();
-    if let Some(source) = std::error::Error::source(e) {
-        text = format!("{text}: {source}");
-    }
-    text
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        if self.is_timeout() {
-            "timed out".into()
-        } else if self.is_connect() {
-            "cannot connect".into()
-        } else if self.is_decode() {
-            "unreadable body".into()
-        } else {
-            "request failed".into()
-        }
-    }
+/// reqwest's error without the URL (it holds a session id, which names a live session).
+fn without_url(e: reqwest::Error) -> String {
+    UpstreamError::from(e).to_string()
 }

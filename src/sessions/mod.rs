@@ -92,14 +92,6 @@ pub enum Ending {
 }
 
 impl Ending {
-    pub const ALL: [Ending; 5] = [
-        Ending::CredentialRevoked,
-        Ending::CredentialExpired,
-        Ending::JwtExpired,
-        Ending::UserChanged,
-        Ending::AccountEnded,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Ending::CredentialRevoked => "credential_revoked",
@@ -198,10 +190,6 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// Remembers the session an allowed request opens, if it has an id and a kickable

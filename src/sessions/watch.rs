@@ -126,32 +126,19 @@ impl Watch {
         }
     }
 
-    /// Sessions of credentials that were revoked (or that expired early, re-issued shorter).
+    /// Sessions of credentials that were revoked. (A credential's expiry never changes: the
+    /// session's `ends_at` already holds it.)
     fn credentials_changed(&self, changed: &[Arc<Issued>]) {
-        let now = now_unix();
         let ended: HashSet<&str> = changed
             .iter()
             .filter(|c| c.revoked)
             .map(|c| &*c.id)
-            .collect();
-        let shortened: HashMap<&str, Option<i64>> = changed
-            .iter()
-            .filter(|c| !c.revoked)
-            .map(|c| (&*c.id, c.expires_at))
             .collect();
         for session in self.registry.select(|s| match &s.held {
             Held::Credential { id, .. } => ended.contains(id.as_str()),
             _ => false,
         }) {
             self.kick(session, Ending::CredentialRevoked);
-        }
-        for session in self.registry.select(|s| match &s.held {
-            Held::Credential { id, .. } => shortened
-                .get(id.as_str())
-                .is_some_and(|end| end.is_some_and(|at| at <= now)),
-            _ => false,
-        }) {
-            self.kick(session, Ending::CredentialExpired);
         }
     }
 
@@ -377,11 +364,6 @@ pub async fn write_behind(store: Store, mut changes: mpsc::UnboundedReceiver<Cha
 pub fn record(s: &Session) -> SessionRecord {
     SessionRecord {
         id: s.id.to_string(),
-        kind: kinds_of(&s.protocol)
-            .first()
-            .copied()
-            .unwrap_or("")
-            .to_owned(),
         api_url: s.api.to_string(),
         protocol: s.protocol.to_string(),
         action: s.action.as_str().to_owned(),

@@ -19,7 +19,7 @@ use crate::request::Request;
 use crate::source::account::settings::AccountSettings;
 use crate::source::jwks::KeyStore;
 use crate::source::jwt::looks_like_jwt;
-use crate::source::upstream::{self, UpstreamError};
+use crate::source::upstream::UpstreamError;
 
 /// A future a backend returns; boxed so that backends can be chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -188,7 +188,7 @@ pub fn device_id(scope: &str, user: &str) -> String {
         .chain_update([0])
         .chain_update(user.to_lowercase().as_bytes())
         .finalize();
-    format!("mtx-auth-{}", upstream::hex(&digest[..16]))
+    format!("mtx-auth-{}", crate::credential::hex(&digest[..16]))
 }
 
 #[cfg(test)]

@@ -59,11 +59,6 @@ pub fn pinned_client(timeout: Duration, pin: [u8; 32]) -> reqwest::Client {
         .expect("static client settings are valid")
 }
 
-/// Lower-case hex, as MediaMTX prints a fingerprint (openssl prints it upper-case, with colons).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Accepts the server certificate whose SHA-256 is `pin`, and no other.
 #[derive(Debug)]
 struct PinnedCertificate {
@@ -87,8 +82,8 @@ impl ServerCertVerifier for PinnedCertificate {
         // A replaced certificate is the usual cause: say which one the server now has, so the
         // operator can check it and update the pin. Certificates are public; nothing secret here.
         tracing::warn!(
-            expected = %hex(&self.pin),
-            found = %hex(&found),
+            expected = %crate::credential::hex(&self.pin),
+            found = %crate::credential::hex(&found),
             "the key server's certificate does not match jwks_fingerprint"
         );
         Err(rustls::Error::InvalidCertificate(

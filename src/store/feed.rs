@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::credential::{from_hex, hex};
 use crate::issued::{CredentialDigest, Issued, IssuedCredentials};
 use crate::permission::{Action, PathMatcher, Permission};
 use crate::store::{CredentialRecord, Store, StoreError};
@@ -94,7 +95,7 @@ fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
             })
         })
         .collect();
-    let digest = parse_hex_digest(&record.digest);
+    let digest = from_hex::<32>(&record.digest);
     let broken = match (&permissions, digest) {
         (Err(e), _) => Some(e.clone()),
         (_, None) => Some("digest is not 64 hex digits".to_owned()),
@@ -115,18 +116,7 @@ fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
 
 /// Lowercase hex, as the store keeps digests.
 pub fn hex_digest(digest: &CredentialDigest) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn parse_hex_digest(text: &str) -> Option<CredentialDigest> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
+    hex(digest)
 }
 
 #[cfg(test)]
@@ -136,8 +126,8 @@ mod tests {
     #[test]
     fn digests_round_trip_through_hex() {
         let d = crate::issued::digest("mtxa_x");
-        assert_eq!(parse_hex_digest(&hex_digest(&d)), Some(d));
-        assert_eq!(parse_hex_digest("zz"), None);
-        assert_eq!(parse_hex_digest(&"g".repeat(64)), None);
+        assert_eq!(from_hex::<32>(&hex_digest(&d)), Some(d));
+        assert_eq!(from_hex::<32>("zz"), None);
+        assert_eq!(from_hex::<32>(&"g".repeat(64)), None);
     }
 }

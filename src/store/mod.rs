@@ -79,7 +79,6 @@ pub struct CredentialRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id: String,
-    pub kind: String,
     pub api_url: String,
     pub protocol: String,
     pub action: String,
@@ -290,13 +289,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for s in added {
             sqlx::query(
-                "INSERT INTO sessions (id, kind, api_url, protocol, action, path, ip, identity, grant_info, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (id) DO UPDATE SET kind = $2, api_url = $3, protocol = $4, action = $5, \
-                 path = $6, ip = $7, identity = $8, grant_info = $9, created_at = $10",
+                "INSERT INTO sessions (id, api_url, protocol, action, path, ip, identity, grant_info, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (id) DO UPDATE SET api_url = $2, protocol = $3, action = $4, \
+                 path = $5, ip = $6, identity = $7, grant_info = $8, created_at = $9",
             )
             .bind(&s.id)
-            .bind(&s.kind)
             .bind(&s.api_url)
             .bind(&s.protocol)
             .bind(&s.action)
@@ -321,7 +319,7 @@ impl Store {
     /// Every session written before, for a server that starts again.
     pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, api_url, protocol, action, path, ip, identity, grant_info, created_at FROM sessions",
+            "SELECT id, api_url, protocol, action, path, ip, identity, grant_info, created_at FROM sessions",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -329,15 +327,14 @@ impl Store {
             .map(|r| {
                 Ok(SessionRecord {
                     id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    api_url: r.try_get(2)?,
-                    protocol: r.try_get(3)?,
-                    action: r.try_get(4)?,
-                    path: r.try_get(5)?,
-                    ip: r.try_get(6)?,
-                    identity: r.try_get(7)?,
-                    grant: r.try_get(8)?,
-                    created_at: r.try_get(9)?,
+                    api_url: r.try_get(1)?,
+                    protocol: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    path: r.try_get(4)?,
+                    ip: r.try_get(5)?,
+                    identity: r.try_get(6)?,
+                    grant: r.try_get(7)?,
+                    created_at: r.try_get(8)?,
                 })
             })
             .collect()

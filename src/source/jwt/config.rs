@@ -144,13 +144,6 @@ pub fn read_shared(
 /// A certificate's SHA-256 as MediaMTX takes it (64 hex digits, any case) or as
 /// `openssl x509 -fingerprint -sha256` prints it (pairs separated by colons).
 fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
-    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    let mut pin = [0; 32];
-    for (byte, pair) in pin.iter_mut().zip(digits.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(pin)
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    crate::credential::from_hex(&digits)
 }
