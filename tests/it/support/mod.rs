@@ -6,6 +6,7 @@ pub mod idp;
 pub mod media;
 pub mod mediamtx;
 pub mod oidc;
+pub mod proxies;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
