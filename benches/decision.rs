@@ -201,6 +201,7 @@ fn stream_credentials(c: &mut Criterion) {
                 }],
                 expires_at: None,
                 revoked: false,
+                ips: Vec::new(),
             };
             last = Some(new.token);
             (new.digest, Arc::new(credential))

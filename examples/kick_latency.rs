@@ -151,6 +151,8 @@ async fn main() {
                 created_at: 0,
                 expires_at: None,
                 revoked_at: None,
+                ips: Vec::new(),
+                grant: None,
             })
             .await
             .unwrap();

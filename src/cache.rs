@@ -26,6 +26,7 @@ use siphasher::sip128::{Hasher128 as _, SipHasher13};
 /// Keyed 128-bit hashes of secrets, for cache keys: SipHash-1-3 (a PRF) with 128-bit output,
 /// under a key random per process. Nothing kept in memory lets anyone test a password guess
 /// offline, and a guess that lands on a cached entry would take ~2^128 tries.
+#[derive(Clone)]
 pub struct SecretHasher {
     k0: u64,
     k1: u64,

@@ -241,6 +241,9 @@ pub enum CredentialDeny {
     Expired,
     #[error("does not permit this action and path")]
     NotPermitted,
+    /// A portal link used from an address its maker's `ips` rule does not hold.
+    #[error("not good from this address")]
+    Address,
 }
 
 /// Why an account source denied a request it recognised.

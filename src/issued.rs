@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use base64::Engine;
+use ipnet::IpNet;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -46,6 +47,13 @@ impl std::fmt::Debug for NewCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("NewCredential(…)")
     }
+}
+
+/// A new credential's public id: 64 random bits, hex (`token list`, `token revoke`, the portal).
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    crate::credential::hex(&bytes)
 }
 
 /// Makes a new credential from the operating system's random source.
@@ -95,6 +103,9 @@ pub struct Issued {
     /// Seconds since 1970.
     pub expires_at: Option<i64>,
     pub revoked: bool,
+    /// The client addresses it is good from: a portal link keeps the `ips` rule of the
+    /// `[[users]]` entry that granted it. Empty: any address.
+    pub ips: Vec<IpNet>,
 }
 
 impl Issued {
@@ -155,6 +166,13 @@ impl IssuedCredentials {
         if issued.ended(now) {
             return deny(CredentialDeny::Expired);
         }
+        if !issued.ips.is_empty()
+            && !req
+                .ip
+                .is_some_and(|ip| issued.ips.iter().any(|n| n.contains(&ip)))
+        {
+            return deny(CredentialDeny::Address);
+        }
         match req.action {
             Some(action) if any_matches(&issued.permissions, action, &req.path) => {
                 Decision::Allow {
@@ -188,6 +206,7 @@ mod tests {
             }],
             expires_at,
             revoked,
+            ips: Vec::new(),
         }
     }
 

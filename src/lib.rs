@@ -58,6 +58,7 @@ pub mod logging;
 pub mod metrics;
 pub mod permission;
 pub mod policy;
+pub mod portal;
 pub mod reload;
 pub mod request;
 pub mod server;

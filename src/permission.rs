@@ -150,6 +150,15 @@ impl PathMatcher {
         self.borrowed().matches(path)
     }
 
+    /// The path as the config writes it: empty for any path, `~` before a regex.
+    pub fn written(&self) -> String {
+        match self {
+            PathMatcher::Any => String::new(),
+            PathMatcher::Exact(p) => p.to_string(),
+            PathMatcher::Regex(re) => format!("~{}", re.pattern),
+        }
+    }
+
     /// The same matcher without ownership, as `source::users` keeps its paths.
     pub fn borrowed(&self) -> PathRef<'_> {
         match self {

@@ -15,6 +15,7 @@ use crate::config::{Config, MediamtxConfig, ServerConfig};
 use crate::credential::{Argon2Hash, CredentialRef};
 use crate::decision::{AccountDeny, JwtError};
 pub use crate::decision::{Decision, DenyReason, Grant, Source, UserRule};
+use crate::portal::config::PortalConfig;
 use crate::request::Request;
 use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
 use crate::source::jwt::{Jwt, JwtOutcome};
@@ -57,6 +58,11 @@ pub struct Argon2Work {
 }
 
 impl Argon2Work {
+    /// Verifications of `guess`es against `hash`es (the portal's sign-in builds its own).
+    pub fn new(checks: Vec<(Argon2Hash, String)>) -> Self {
+        Argon2Work { checks }
+    }
+
     /// Runs every check (milliseconds each). True when all passed.
     pub fn run(self) -> bool {
         // Every check runs, even after a failure, so the time spent does not tell which failed.
@@ -87,7 +93,16 @@ pub struct Policy {
     grants_nothing: bool,
     /// `[store]` and `[mediamtx]` as this config has them: read once at start
     /// (`crate::state`), kept here so a reload can say when they changed.
-    process: (Option<StoreConfig>, Option<MediamtxConfig>),
+    process: ProcessSections,
+}
+
+/// The sections read once at start (`crate::state`), kept with the policy so a reload can say
+/// when they changed: `[store]`, `[mediamtx]`, `[portal]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSections {
+    pub store: Option<StoreConfig>,
+    pub mediamtx: Option<MediamtxConfig>,
+    pub portal: Option<std::sync::Arc<PortalConfig>>,
 }
 
 impl Policy {
@@ -115,18 +130,29 @@ impl Policy {
                 .map(|a| Arc::new(AccountSource::from_config(a)))
                 .collect(),
             grants_nothing,
-            process: (config.store, config.mediamtx),
+            process: ProcessSections {
+                store: config.store,
+                mediamtx: config.mediamtx,
+                portal: config.portal.map(Arc::new),
+            },
         }
     }
 
-    /// `[store]` and `[mediamtx]` as this config has them (they apply on restart).
-    pub fn process_sections(&self) -> &(Option<StoreConfig>, Option<MediamtxConfig>) {
+    /// `[store]`, `[mediamtx]` and `[portal]` as this config has them (they apply on restart).
+    pub fn process_sections(&self) -> &ProcessSections {
         &self.process
     }
 
     /// The account sources, in the order they are asked.
     pub fn accounts(&self) -> &[Arc<AccountSource>] {
         &self.accounts
+    }
+
+    /// A verification as costly as the config's argon2 passwords, for a sign-in whose name
+    /// matched nobody: its time must not say so. `None` when no password is argon2.
+    pub fn decoy(&self) -> Option<Argon2Work> {
+        let hash = self.decoy.clone()?;
+        Some(Argon2Work::new(vec![(hash, String::new())]))
     }
 
     pub fn jwt(&self) -> Option<&Jwt> {

@@ -87,7 +87,7 @@ impl LivePolicy {
         }
         let new = Policy::new(config);
         if new.process_sections() != old.process_sections() {
-            tracing::warn!("[store] and [mediamtx] take effect on restart");
+            tracing::warn!("[store], [mediamtx] and [portal] take effect on restart");
         }
         adopt(&new, &old);
         spawn_background(&new);

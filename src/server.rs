@@ -136,17 +136,17 @@ pub fn start_live(
     live: Arc<LivePolicy>,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    start_service(listener, Service::new(live), workers)
+    start_service(listener, Arc::new(Service::new(live)), workers)
 }
 
 /// Starts the server around a process-long state the caller built (with its store).
 pub fn start_service(
     listener: TcpListener,
-    service: Service,
+    service: Arc<Service>,
     workers: Option<usize>,
 ) -> std::io::Result<actix_web::dev::Server> {
     reload::spawn_background(&service.live.load());
-    let state = web::Data::new(service);
+    let state = web::Data::from(service);
     // actix's own default, named so the connection limit can be divided among the workers.
     let workers = workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));

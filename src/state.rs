@@ -41,6 +41,9 @@ pub struct Service {
     pub store: Option<Store>,
     /// The registry of live sessions and its watcher, when `[mediamtx]` names an API.
     pub sessions: Option<Arc<Watch>>,
+    /// Keys the digests of `[[users]]` entries that granted something (a live session, a
+    /// portal link): the store's `registry_key`, so digests survive a restart.
+    pub grant_key: SecretHasher,
 }
 
 impl Service {
@@ -58,6 +61,7 @@ impl Service {
             metrics,
             store: None,
             sessions: None,
+            grant_key: SecretHasher::random(),
         }
     }
 }
@@ -91,19 +95,21 @@ impl Service {
                 let _ = changed_tx.send(changed);
             }));
         }
-        if let Some(mediamtx) = mediamtx {
-            let now = now_unix();
-            // Kept in the store, so that every replica recognises it and a restart keeps it.
-            let (secret, key) = match &store {
-                Some(store) => (
-                    store.secret("mediamtx_api", now, new_api_secret).await?,
-                    store.secret("registry_key", now, new_registry_key).await?,
-                ),
-                None => (new_api_secret(), new_registry_key()),
-            };
+        let now = now_unix();
+        if let Some(store) = &store {
+            // Kept in the store, so that every replica agrees on it and a restart keeps it.
+            let key = store.secret("registry_key", now, new_registry_key).await?;
             let key = from_hex::<16>(&key)
                 .ok_or_else(|| StoreError::Corrupt("registry_key is not 32 hex digits".into()))?;
-            let hasher = SecretHasher::with_key(key);
+            service.grant_key = SecretHasher::with_key(key);
+        }
+        if let Some(mediamtx) = mediamtx {
+            // Kept in the store, so that every replica recognises it and a restart keeps it.
+            let secret = match &store {
+                Some(store) => store.secret("mediamtx_api", now, new_api_secret).await?,
+                None => new_api_secret(),
+            };
+            let hasher = service.grant_key.clone();
             let (changes_tx, changes_rx) = mpsc::unbounded_channel();
             let tracked = service.metrics.sessions.tracked.clone();
             let registry = Arc::new(Registry::new(

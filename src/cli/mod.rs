@@ -184,6 +184,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let users = config.users.len();
     let store = config.store.clone();
     let mediamtx = config.mediamtx.clone();
+    let portal = match &config.portal {
+        Some(p) => {
+            let listener = TcpListener::bind(p.listen).map_err(|e| {
+                anyhow::anyhow!("cannot listen on {} ([portal] listen): {e}", p.listen)
+            })?;
+            Some((Arc::new(p.clone()), listener))
+        }
+        None => None,
+    };
     if config.grants_nothing() {
         tracing::warn!("{}: {GRANTS_NOTHING}", args.config.config.display());
     }
@@ -196,7 +205,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let service = Service::open(Arc::clone(&live), store.as_ref(), mediamtx)
             .await
             .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+        let service = Arc::new(service);
+        let portal_server = match portal {
+            Some((config, portal_listener)) => {
+                if config.secure && config.trusted_proxies.is_empty() {
+                    tracing::warn!("[portal] public_url is https but trusted_proxies is empty: behind a proxy, every visitor shares the proxy's address in the brute-force limiter");
+                }
+                let portal = Arc::new(
+                    crate::portal::Portal::new(config, Arc::clone(&service))
+                        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?,
+                );
+                actix_web::rt::spawn(crate::portal::watch::run(Arc::clone(&portal)));
+                tracing::info!("portal: {} served from {}", portal.config.public_url, portal_listener.local_addr()?);
+                Some(crate::portal::http::start(portal_listener, portal)?)
+            }
+            None => None,
+        };
         let server = crate::server::start_service(listener.try_clone()?, service, None)?;
+        if let Some(portal_server) = portal_server {
+            actix_web::rt::spawn(portal_server);
+        }
         actix_web::rt::spawn(reload::watch_file(Arc::clone(&live), RELOAD_POLL, stamp));
         #[cfg(unix)]
         actix_web::rt::spawn(reload::on_sighup(Arc::clone(&live)));

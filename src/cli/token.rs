@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use rand::RngCore;
+
 use serde::Serialize;
 
 use crate::config::{Config, Secrets};
@@ -149,7 +149,7 @@ async fn issue(
     let store = open(path).await?;
     let new = issued::generate();
     let record = CredentialRecord {
-        id: new_id(),
+        id: crate::issued::new_id(),
         digest: hex_digest(&new.digest),
         name,
         permissions,
@@ -157,6 +157,8 @@ async fn issue(
         created_at: now,
         expires_at,
         revoked_at: None,
+        ips: Vec::new(),
+        grant: None,
     };
     store.insert_credential(&record).await?;
     store.close().await;
@@ -176,12 +178,6 @@ async fn issue(
 }
 
 /// A public id: 64 random bits in hex. It names a credential; it grants nothing.
-fn new_id() -> String {
-    let mut bytes = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    crate::credential::hex(&bytes)
-}
-
 #[derive(Serialize)]
 struct Listed<'a> {
     id: &'a str,

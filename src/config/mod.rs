@@ -43,6 +43,8 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// `[mediamtx]`: MediaMTX's control API; sessions are tracked and kicked when it is set.
     pub mediamtx: Option<MediamtxConfig>,
+    /// `[portal]`: the viewer portal's own listener; read once at start.
+    pub portal: Option<crate::portal::config::PortalConfig>,
 }
 
 impl Config {
@@ -139,6 +141,14 @@ impl Config {
             .table("store")
             .and_then(|t| crate::store::config::read(t, folder));
         let mediamtx = root.table("mediamtx").and_then(mediamtx::read);
+        let portal_span = root.has("portal").then(|| root.span_of("portal"));
+        let portal = root.table("portal").and_then(crate::portal::config::read);
+        if let (Some(span), None) = (portal_span, &store) {
+            errs.push(
+                span,
+                "[portal] keeps its sessions, links and second factors in the store: add [store] (url = \"sqlite://mtx-auth.db\")".into(),
+            );
+        }
         root.finish();
         let warnings = errs.finish()?;
         Ok(Config {
@@ -149,6 +159,7 @@ impl Config {
             accounts,
             store,
             mediamtx,
+            portal,
         })
     }
 }

@@ -78,6 +78,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// Whether this stands in for a secret `check` could not read (never served).
+    pub fn is_absent(&self) -> bool {
+        self.0 == ABSENT
+    }
+}
+
 /// Stands in for a secret that `check` could not read (`Secrets::MayBeAbsent`); such a config
 /// is only ever checked, never served.
 const ABSENT: &str = "(absent where checked)";

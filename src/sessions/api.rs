@@ -88,23 +88,34 @@ impl MediamtxApi {
     /// The ids of every session of `kind` (all pages). A kind this MediaMTX does not have
     /// (404) lists nothing.
     pub async fn list(&self, api: &str, kind: &str) -> Result<HashSet<String>, ApiError> {
+        self.all_pages(api, kind, "id").await
+    }
+
+    /// The names of every path MediaMTX has (`/v3/paths/list`): what the portal lists.
+    pub async fn paths(&self, api: &str) -> Result<HashSet<String>, ApiError> {
+        self.all_pages(api, "paths", "name").await
+    }
+
+    /// `field` of every item of `GET {api}/v3/{list}/list`, all pages.
+    async fn all_pages(
+        &self,
+        api: &str,
+        list: &str,
+        field: &str,
+    ) -> Result<HashSet<String>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
             page_count: u64,
-            items: Vec<Item>,
+            items: Vec<serde_json::Map<String, serde_json::Value>>,
         }
-        #[derive(Deserialize)]
-        struct Item {
-            id: String,
-        }
-        let mut ids = HashSet::new();
+        let mut out = HashSet::new();
         let mut page = 0;
         loop {
             let resp = self
                 .http
                 .get(format!(
-                    "{api}/v3/{kind}/list?page={page}&itemsPerPage=1000"
+                    "{api}/v3/{list}/list?page={page}&itemsPerPage=1000"
                 ))
                 .basic_auth(API_USER, Some(&*self.secret))
                 .send()
@@ -112,17 +123,21 @@ impl MediamtxApi {
                 .map_err(|e| ApiError::Unreachable(without_url(e)))?;
             match resp.status().as_u16() {
                 200 => {}
-                404 => return Ok(ids),
+                404 => return Ok(out),
                 other => return Err(ApiError::Status(other)),
             }
             let body: Page = resp
                 .json()
                 .await
                 .map_err(|e| ApiError::Malformed(without_url(e)))?;
-            ids.extend(body.items.into_iter().map(|i| i.id));
+            out.extend(
+                body.items
+                    .into_iter()
+                    .filter_map(|i| i.get(field)?.as_str().map(str::to_owned)),
+            );
             page += 1;
             if page >= body.page_count || page >= 10_000 {
-                return Ok(ids);
+                return Ok(out);
             }
         }
     }

@@ -305,16 +305,24 @@ impl Registry {
 
     /// The digest a `[[users]]` entry's credentials leave in [`Held::User`].
     pub fn user_digest(&self, policy: &Policy, index: u32) -> String {
-        let user = policy.users().get(index);
-        let digest = self.hasher.hash(
-            1,
-            &[
-                &user.name().map(|n| n.material()).unwrap_or_default(),
-                &user.pass().map(|p| p.material()).unwrap_or_default(),
-            ],
-        );
-        format!("{digest:032x}")
+        user_digest(&self.hasher, policy, index)
     }
+}
+
+/// A keyed digest of a `[[users]]` entry's name and pass: what the registry and the portal
+/// record of the entry that granted something, to tell after a reload whether an entry with
+/// the same credentials is still there. The key (`registry_key` in the store) keeps a plain
+/// password from being guessed from the digest, and keeps digests equal across restarts.
+pub fn user_digest(hasher: &SecretHasher, policy: &Policy, index: u32) -> String {
+    let user = policy.users().get(index);
+    let digest = hasher.hash(
+        1,
+        &[
+            &user.name().map(|n| n.material()).unwrap_or_default(),
+            &user.pass().map(|p| p.material()).unwrap_or_default(),
+        ],
+    );
+    format!("{digest:032x}")
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ const WRITE_EVERY: Duration = Duration::from_millis(500);
 pub struct Watch {
     pub registry: Arc<Registry>,
     pub config: MediamtxConfig,
-    api: MediamtxApi,
+    pub api: MediamtxApi,
     live: Arc<LivePolicy>,
     counters: KickCounters,
     kicks: Arc<Semaphore>,

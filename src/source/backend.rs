@@ -147,6 +147,10 @@ impl fmt::Debug for OwnedCredentials {
 pub struct Identity {
     /// The account's name as the upstream spells it; what we answer and log.
     pub name: String,
+    /// The upstream's stable id for the account (Jellyfin's user id, Plex's account id, the
+    /// identity claim), which a rename does not change: who the portal knows the person as.
+    /// `None`: the name is all there is.
+    pub id: Option<String>,
     /// Server administrator (Jellyfin/Emby) or server owner (Plex).
     pub admin: bool,
     /// False when the media server forbids this account remote access; honoured only with

@@ -343,6 +343,7 @@ fn identity(user: UserDto) -> Result<Identity, CheckError> {
         return Err(CheckError::Rejected("account disabled"));
     }
     Ok(Identity {
+        id: (!user.id.is_empty()).then(|| user.id.to_lowercase()),
         name: user.name,
         admin: user.policy.is_administrator,
         remote_access: user.policy.enable_remote_access,

@@ -145,6 +145,7 @@ impl OidcPassword {
         };
         match verified {
             Ok(v) => Ok(Identity {
+                id: Some(v.identity.clone()),
                 name: v.identity,
                 admin: false,
                 remote_access: true,

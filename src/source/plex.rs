@@ -72,6 +72,9 @@ pub struct Plex {
 
 #[derive(Deserialize)]
 struct PlexUser {
+    /// plex.tv's account id (a number).
+    #[serde(default)]
+    id: Option<serde_json::Value>,
     #[serde(default)]
     username: String,
     #[serde(default)]
@@ -183,6 +186,10 @@ impl Plex {
             )));
         }
         Ok(Identity {
+            id: user.id.as_ref().map(|id| match id {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
             name,
             admin: server.owned,
             remote_access: true,

@@ -383,6 +383,43 @@ impl<'a> User<'a> {
         Ok(self.needs_argon2())
     }
 
+    /// The client addresses this entry admits (empty: any), as CIDRs.
+    pub fn ips(self) -> &'a [IpNet] {
+        self.user.ips.of(&self.list.ips)
+    }
+
+    /// This entry's permissions as the config writes them: the action, and the path (empty
+    /// for any path, `~` before a regex).
+    pub fn permissions_written(self) -> Vec<(Action, String)> {
+        self.permissions()
+            .iter()
+            .map(|p| {
+                let path = match self.path(p) {
+                    PathRef::Any => String::new(),
+                    PathRef::Exact(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    PathRef::Regex(re) => format!("~{}", re.pattern()),
+                };
+                (p.action, path)
+            })
+            .collect()
+    }
+
+    /// Whether `name` and `password` are this entry's credentials, as far as that can be told
+    /// without argon2: `Some(true)` when an argon2 credential remains to verify
+    /// (`argon2_checks`), `None` on a mismatch or for user `any`. The portal's sign-in: no
+    /// address or permission check (those stay with each link).
+    pub fn credentials_match(self, name: &str, password: &str) -> Option<bool> {
+        let name_ok = match self.name()? {
+            CredentialRef::Argon2(_) => true,
+            c => c.verify(name),
+        };
+        let pass_ok = match self.pass() {
+            None => true,
+            Some(p) => p.is_argon2() || p.verify(password),
+        };
+        (name_ok & pass_ok).then(|| self.needs_argon2())
+    }
+
     /// True when this user needs an argon2 computation to check credentials.
     pub fn needs_argon2(self) -> bool {
         matches!(self.user.name, Secret::Argon2(_)) || matches!(self.user.pass, Secret::Argon2(_))
@@ -610,6 +647,26 @@ impl Users {
                     .eq_ignore_ascii_case(lowered.as_bytes())
             })
             .is_some()
+    }
+
+    /// The entries a sign-in with this name may be, in config order: those with this plain or
+    /// `sha256:` name, and those whose name is an argon2 hash (which only argon2 can tell).
+    pub fn entries_named(&self, name: &str) -> Vec<u32> {
+        let mut out: Vec<u32> = self.plain_users(name.as_bytes()).to_vec();
+        if !self.by_sha256.is_empty() {
+            out.extend_from_slice(
+                self.sha256_users(&<[u8; 32]>::from(Sha256::digest(name.as_bytes()))),
+            );
+        }
+        out.extend(
+            self.scanned
+                .iter()
+                .copied()
+                .filter(|&i| matches!(self.get(i).name(), Some(CredentialRef::Argon2(_)))),
+        );
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Whether some user with credentials (not `any`) may ever be granted `action`: if none

@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
+use crate::config::reader::parse_net;
 use crate::credential::{from_hex, hex};
 use crate::issued::{CredentialDigest, Issued, IssuedCredentials};
 use crate::permission::{Action, PathMatcher, Permission};
@@ -81,7 +84,7 @@ impl CredentialFeed {
 
 /// A stored credential as decisions read it. A row that does not read back (hand-edited, or
 /// from a newer version) is kept as revoked: it must deny, not vanish into "unknown" silently.
-fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
+pub fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
     let permissions: Result<Vec<_>, String> = record
         .permissions
         .iter()
@@ -95,10 +98,15 @@ fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
             })
         })
         .collect();
+    let ips: Result<Vec<IpNet>, String> = record
+        .ips
+        .iter()
+        .map(|n| parse_net(n).ok_or_else(|| format!("ips: {n:?} is not a CIDR")))
+        .collect();
     let digest = from_hex::<32>(&record.digest);
-    let broken = match (&permissions, digest) {
-        (Err(e), _) => Some(e.clone()),
-        (_, None) => Some("digest is not 64 hex digits".to_owned()),
+    let broken = match (&permissions, &ips, digest) {
+        (Err(e), _, _) | (_, Err(e), _) => Some(e.clone()),
+        (_, _, None) => Some("digest is not 64 hex digits".to_owned()),
         _ => None,
     };
     if let Some(problem) = &broken {
@@ -110,6 +118,7 @@ fn issued_from(record: &CredentialRecord) -> (CredentialDigest, Issued) {
         permissions: permissions.unwrap_or_default(),
         expires_at: record.expires_at,
         revoked: record.revoked_at.is_some() || broken.is_some(),
+        ips: ips.unwrap_or_default(),
     };
     (digest.unwrap_or([0; 32]), issued)
 }

@@ -17,6 +17,7 @@ use sqlx::{AnyPool, Row};
 
 pub mod config;
 pub mod feed;
+pub mod portal;
 
 pub use config::{StoreConfig, StoreUrl};
 
@@ -45,11 +46,18 @@ pub enum StoreError {
 
 /// The SQLite schema, in order. A new file is a new version; a released one never changes
 /// (sqlx refuses to start on a changed checksum).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "store",
-    include_str!("../../migrations/sqlite/0001_store.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "store",
+        include_str!("../../migrations/sqlite/0001_store.sql"),
+    ),
+    (
+        2,
+        "portal",
+        include_str!("../../migrations/sqlite/0002_portal.sql"),
+    ),
+];
 
 /// A permission as the store and `token list --json` write it: `{"action", "path"}`, the path
 /// as in `[[users]]` (empty for any path, `~` for a regex).
@@ -73,6 +81,12 @@ pub struct CredentialRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The client addresses it is good from (CIDRs): the `ips` rule of the `[[users]]` entry
+    /// that granted a portal link. Empty: any address.
+    pub ips: Vec<String>,
+    /// What granted a portal link, as JSON (`portal::people::Grant`), to revoke it when that
+    /// grant ends. `None` for the command line's.
+    pub grant: Option<String>,
 }
 
 /// A live MediaMTX session as the registry writes it: no secret in it.
@@ -166,11 +180,15 @@ impl Store {
     pub async fn insert_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
         let permissions = serde_json::to_string(&c.permissions)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let ips = (!c.ips.is_empty())
+            .then(|| serde_json::to_string(&c.ips))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let rev = bump(&mut tx, "credentials").await?;
         sqlx::query(
-            "INSERT INTO credentials (id, digest, name, permissions, owner, created_at, expires_at, revoked_at, rev) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+            "INSERT INTO credentials (id, digest, name, permissions, owner, created_at, expires_at, revoked_at, rev, ips, grant_info) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
         )
         .bind(&c.id)
         .bind(&c.digest)
@@ -180,6 +198,8 @@ impl Store {
         .bind(c.created_at)
         .bind(c.expires_at)
         .bind(rev)
+        .bind(ips)
+        .bind(&c.grant)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -346,14 +366,21 @@ impl Store {
     }
 }
 
-const SELECT_CREDENTIALS: &str = "SELECT id, digest, name, permissions, owner, created_at, expires_at, revoked_at FROM credentials";
+const SELECT_CREDENTIALS: &str = "SELECT id, digest, name, permissions, owner, created_at, expires_at, revoked_at, ips, grant_info FROM credentials";
 
 fn credential_record(r: &AnyRow) -> Result<CredentialRecord, StoreError> {
     let id: String = r.try_get(0)?;
     let permissions: String = r.try_get(3)?;
+    let ips: Option<String> = r.try_get(8)?;
     Ok(CredentialRecord {
         permissions: serde_json::from_str(&permissions)
             .map_err(|e| StoreError::Corrupt(format!("credential {id}: permissions: {e}")))?,
+        ips: match ips {
+            Some(ips) => serde_json::from_str(&ips)
+                .map_err(|e| StoreError::Corrupt(format!("credential {id}: ips: {e}")))?,
+            None => Vec::new(),
+        },
+        grant: r.try_get(9)?,
         digest: r.try_get(1)?,
         name: r.try_get(2)?,
         owner: r.try_get(4)?,

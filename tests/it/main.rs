@@ -34,6 +34,7 @@ mod kicks;
 mod limits;
 mod logs;
 mod metrics;
+mod portal;
 mod proptests;
 mod reload;
 mod slow_clients;

@@ -52,6 +52,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Grant {
     pub name: String,
+    /// The upstream's stable id (`Identity::id`).
+    pub id: Option<String>,
+    /// Server administrator or owner, as the upstream says.
+    pub admin: bool,
     pub permissions: Vec<Permission>,
     pub remote_access: bool,
     /// Set when the upstream's grant ends before the cache entry does (an OIDC token's
@@ -416,6 +420,8 @@ impl AccountSource {
         }
         Grant {
             name: identity.name,
+            id: identity.id,
+            admin: identity.admin,
             permissions,
             remote_access: identity.remote_access,
             recheck: identity.recheck,

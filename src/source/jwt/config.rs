@@ -78,7 +78,6 @@ pub fn read_shared(
     fetch: FetchPolicy,
     cache_ttl: Duration,
 ) -> Option<JwtConfig> {
-    let errs = t.errs();
     let string = |t: &mut Table<'_>, key| t.string(key).map(|s| s.value);
     let claim_key = string(t, "claim_key").unwrap_or_else(|| "mediamtx_permissions".into());
     let identity_claim =
@@ -95,6 +94,29 @@ pub fn read_shared(
     let max_stale = t
         .secs("max_stale_secs", 0, 30 * DAY)
         .unwrap_or(Duration::from_secs(DAY as u64));
+    let roles = read_roles(t);
+    Some(JwtConfig {
+        source: source?,
+        claim_key,
+        identity_claim,
+        issuer,
+        audience,
+        require_exp,
+        leeway,
+        fetch: FetchPolicy {
+            refresh_interval,
+            max_stale,
+            ..fetch
+        },
+        roles,
+        cache_ttl,
+    })
+}
+
+/// `[[…roles]]` (`[[jwt.roles]]`, `[[oidc.roles]]`, `[[portal.oidc.roles]]`): a claim value that
+/// grants permissions.
+pub fn read_roles(t: &mut Table<'_>) -> Vec<RoleMapping> {
+    let errs = t.errs();
     let mut roles = Vec::new();
     for mut r in t.tables("roles").unwrap_or_default() {
         let claim = r.string("claim");
@@ -123,22 +145,7 @@ pub fn read_shared(
             permissions: permissions.unwrap_or_default(),
         });
     }
-    Some(JwtConfig {
-        source: source?,
-        claim_key,
-        identity_claim,
-        issuer,
-        audience,
-        require_exp,
-        leeway,
-        fetch: FetchPolicy {
-            refresh_interval,
-            max_stale,
-            ..fetch
-        },
-        roles,
-        cache_ttl,
-    })
+    roles
 }
 
 /// A certificate's SHA-256 as MediaMTX takes it (64 hex digits, any case) or as

@@ -479,7 +479,7 @@ pub fn parse_permission_claim(value: &Value) -> Result<Vec<Permission>, JwtError
 }
 
 /// True when the claim at `path` is `value`, or a list containing it.
-fn claim_has_value(claims: &Value, path: &[String], value: &str) -> bool {
+pub fn claim_has_value(claims: &Value, path: &[String], value: &str) -> bool {
     let found = path.iter().try_fold(claims, |v, key| v.get(key));
     match found {
         Some(Value::String(s)) => s == value,
