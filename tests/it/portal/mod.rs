@@ -4,6 +4,8 @@
 //! same-origin rule, half-signed-in sessions, TOTP replay and the fifth wrong code, recovery
 //! codes, links that grant exactly what their maker holds and die with the grant,
 //! `/forward-auth`, logout on the server side.
+//!
+//! Beside this file: the reverse proxies in front of the real portal (`proxies`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
