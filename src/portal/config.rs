@@ -61,7 +61,8 @@ pub struct PortalConfig {
     pub secure: bool,
     pub session_ttl: Duration,
     pub mfa: MfaMode,
-    /// `source:name`; a bare name is a `[[users]]` user.
+    /// `source:name`; a bare name is a `[[users]]` user. For `[portal.oidc]`, whose names people
+    /// may choose at some providers, `portal_oidc:<sub>`.
     pub admin_users: Vec<String>,
     /// Lower-cased; matched against an identity provider's verified e-mail only.
     pub admin_emails: Vec<String>,

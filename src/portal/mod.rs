@@ -9,6 +9,7 @@
 //! - [`config`]: `[portal]`; [`people`]: who signs in and what they hold (the policy's answer);
 //!   [`mfa`]: TOTP, sealing, recovery codes; [`links`]: stream credentials for a person;
 //!   [`pages`]: the HTML; [`http`]: the routes (the only part that knows actix);
+//!   [`oidc`]: "Sign in with …" through `[portal.oidc]` (code flow, PKCE);
 //!   [`watch`]: ends links and sessions whose grant ended.
 //!
 //! This module holds the state the routes share and the session logic, without HTTP.
@@ -23,6 +24,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::decision::AccountToken;
 use crate::portal::config::{MfaMode, PortalConfig};
 use crate::portal::mfa::Sealer;
 use crate::portal::people::Person;
@@ -35,6 +37,7 @@ pub mod config;
 pub mod http;
 pub mod links;
 pub mod mfa;
+pub mod oidc;
 pub mod pages;
 pub mod people;
 pub mod watch;
@@ -65,9 +68,14 @@ pub struct Portal {
     pub service: Arc<Service>,
     pub store: Store,
     sealer: Option<Sealer>,
+    /// `[portal.oidc]`'s provider, when configured.
+    pub oidc: Option<Arc<oidc::Provider>>,
     /// `/forward-auth`'s credentials, per (web session digest, path, action): reused for
     /// [`FORWARD_REUSE_SECS`] rather than made for every segment a proxy asks about.
     forward: Mutex<HashMap<ForwardKey, (String, i64)>>,
+    /// Per person signed in through an account source that gave a recheck handle: the
+    /// source and the handle (`portal::watch` asks again). Memory only: it is a secret.
+    pub rechecks: Mutex<HashMap<String, (String, AccountToken)>>,
 }
 
 /// A web session's digest, a path and an action.
@@ -114,12 +122,18 @@ impl Portal {
             (None, MfaMode::Optional) => return Err(StartError::NoMfaKey("optional")),
             (None, MfaMode::Required) => return Err(StartError::NoMfaKey("required")),
         };
+        let oidc = config
+            .oidc
+            .as_ref()
+            .map(|o| oidc::Provider::new(o.clone(), &config.public_url));
         Ok(Portal {
             config,
             service,
             store,
             sealer,
+            oidc,
             forward: Mutex::default(),
+            rechecks: Mutex::default(),
         })
     }
 
@@ -142,7 +156,12 @@ impl Portal {
     /// verified e-mail, in `admin_emails`.
     pub fn is_admin(&self, person: &Person) -> bool {
         let named = self.config.admin_users.iter().any(|a| {
-            let mine = person.admin_name();
+            // An identity provider may let people choose their names: there, only the
+            // stable `sub` names an administrator (or a verified e-mail, below).
+            let mine = match person.source.as_str() {
+                "portal_oidc" => person.key(),
+                _ => person.admin_name(),
+            };
             match person.source.as_str() {
                 "users" => *a == mine,
                 _ => a.eq_ignore_ascii_case(&mine),
@@ -167,6 +186,16 @@ impl Portal {
             MfaMode::Required => SecondFactor::Enroll,
             _ => SecondFactor::None,
         })
+    }
+
+    /// Remembers how to ask about `person`'s account again, if their source said.
+    pub fn remember_recheck(&self, person: &Person) {
+        if let Some(handle) = &person.recheck {
+            self.rechecks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(person.key(), (person.source.clone(), handle.clone()));
+        }
     }
 
     /// Starts a web session for `person` (replacing `replaces`, the one the browser had) and

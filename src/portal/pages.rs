@@ -265,9 +265,11 @@ pub fn streams(title: &str, p: &StreamsPage) -> String {
                     form method="post" action="/links" {
                         label { "Path" input name="path" required; }
                         select name="action" {
-                            option value="read" { "read" }
-                            option value="publish" { "publish" }
-                            option value="playback" { "playback" }
+                            @for action in ["read", "publish", "playback"] {
+                                @if p.patterns.iter().any(|(a, _)| a == action) {
+                                    option value=(action) { (action) }
+                                }
+                            }
                         }
                         button type="submit" { "Make link" }
                     }
@@ -288,6 +290,10 @@ pub fn streams(title: &str, p: &StreamsPage) -> String {
                         }
                     }
                 }
+            }
+            form.everywhere method="post" action="/logout" {
+                input type="hidden" name="everywhere" value="1";
+                button.link type="submit" { "Sign out everywhere (ends every session and revokes every link)" }
             }
         },
     )

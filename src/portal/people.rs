@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::SecretHasher;
+use crate::decision::AccountToken;
 use crate::permission::{Action, PathMatcher, Permission};
 use crate::policy::{Argon2Work, Policy};
 use crate::source::account::{AccountSource, Credentials, Lookup, OwnedCredentials};
@@ -35,6 +36,11 @@ pub struct Person {
     /// An administrator of the portal (`admin_users`, `admin_emails`).
     pub admin: bool,
     pub holds: Vec<Holding>,
+    /// What asks the account source about this account again (`Backend::recheck`), when it
+    /// gave one: a secret, kept in memory only (never in the store), so that the links of an
+    /// account that is disabled or loses the server are revoked (`portal::watch`).
+    #[serde(skip)]
+    pub recheck: Option<AccountToken>,
 }
 
 impl Person {
@@ -119,7 +125,8 @@ pub async fn with_password(
     };
     let mut outcome = Err(SignInError::Rejected);
     for source in policy.accounts() {
-        if !source.accepts(&creds) {
+        // Plex signs people in on plex.tv (the PIN flow), never with a password typed here.
+        if !source.accepts(&creds) || source.pin_flow().is_some() {
             continue;
         }
         match account_sign_in(source, &creds).await {
@@ -189,6 +196,7 @@ async fn users_sign_in(
         email: None,
         admin: false,
         holds: user_holdings(policy, grant_key, name, &digests),
+        recheck: None,
     })
 }
 
@@ -225,6 +233,15 @@ pub fn user_holdings(
     holds
 }
 
+/// A token from the upstream's own sign-in site (Plex's PIN flow) against its account source,
+/// as `/auth` would check it.
+pub async fn with_token(
+    source: &Arc<AccountSource>,
+    creds: &Credentials<'_>,
+) -> Result<Person, SignInError> {
+    account_sign_in(source, creds).await
+}
+
 async fn account_sign_in(
     source: &Arc<AccountSource>,
     creds: &Credentials<'_>,
@@ -252,6 +269,7 @@ async fn account_sign_in(
                     source: source.name().into(),
                 },
             ),
+            recheck: grant.recheck.clone(),
         }),
         Lookup::Rejected => Err(SignInError::Rejected),
         Lookup::Limited => Err(SignInError::Limited),

@@ -73,6 +73,12 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// A sign-in that happens on the upstream's own site (Plex's PIN flow), for the portal;
+    /// `None` for sources that only take a name and password or a token.
+    fn pin_flow(&self) -> Option<&dyn PinFlow> {
+        None
+    }
+
     /// Asks the upstream again about an account it vouched for, by the `recheck` handle its
     /// `Identity` carried (a token the login returned, or the account's id for an
     /// administrator key): never with the password. Only called with a handle this backend
@@ -83,6 +89,28 @@ pub trait Backend: Send + Sync {
                 "this source cannot check an account again".into(),
             ))
         })
+    }
+}
+
+/// A sign-in at the upstream's own site: a PIN is made here, the person approves it there, and
+/// polling the PIN then yields a token that `Backend::check` takes like any other.
+pub trait PinFlow: Send + Sync {
+    /// Makes a new PIN: its upstream id and the URL to send the person to.
+    fn start(&self) -> BoxFuture<'_, Result<NewPin, CheckError>>;
+    /// The PIN's token once the person approved it; `None` while they have not.
+    fn poll(&self, id: u64) -> BoxFuture<'_, Result<Option<String>, CheckError>>;
+}
+
+/// A PIN made by [`PinFlow::start`]. Its code is only in `auth_url`.
+#[derive(Clone)]
+pub struct NewPin {
+    pub id: u64,
+    pub auth_url: String,
+}
+
+impl fmt::Debug for NewPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NewPin {{ id: {}, auth_url: <redacted> }}", self.id)
     }
 }
 

@@ -16,7 +16,8 @@ use crate::decision::AccountToken;
 use crate::permission::Action;
 use crate::source::account::settings::AccountSettings;
 use crate::source::backend::{
-    device_id, AccountKind, Backend, BoxFuture, CheckError, Credentials, Identity, OwnedCredentials,
+    device_id, AccountKind, Backend, BoxFuture, CheckError, Credentials, Identity, NewPin,
+    OwnedCredentials, PinFlow,
 };
 use crate::source::upstream::{self, UpstreamError};
 
@@ -30,7 +31,13 @@ pub const PLEX: AccountKind = AccountKind {
     read,
 };
 
-/// The section's own keys: `server` (required), `api_url`, `password_login`.
+/// Where the portal sends people to approve a PIN (`[plex] app_url`).
+pub const DEFAULT_APP_URL: &str = "https://app.plex.tv";
+
+/// Our `X-Plex-Product`: what plex.tv shows the person approving a PIN.
+const PRODUCT: &str = "mtx-auth";
+
+/// The section's own keys: `server` (required), `api_url`, `app_url`, `password_login`.
 fn read(t: &mut Table<'_>, settings: &mut AccountSettings) -> Option<Arc<dyn Backend>> {
     let server = match t.string("server") {
         Some(s) if !s.value.is_empty() => Some(s.value),
@@ -50,13 +57,15 @@ fn read(t: &mut Table<'_>, settings: &mut AccountSettings) -> Option<Arc<dyn Bac
         None if t.has("api_url") => return None,
         None => DEFAULT_API_URL.to_owned(),
     };
+    let app_url = match t.url("app_url") {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None if t.has("app_url") => return None,
+        None => DEFAULT_APP_URL.to_owned(),
+    };
     let password_login = t.bool("password_login").unwrap_or(false);
-    Some(Arc::new(Plex::new(
-        &api_url,
-        &server?,
-        password_login,
-        settings.timeout,
-    )))
+    let mut plex = Plex::new(&api_url, &server?, password_login, settings.timeout);
+    plex.app_url = app_url;
+    Some(Arc::new(plex))
 }
 
 pub struct Plex {
@@ -65,6 +74,8 @@ pub struct Plex {
     /// Machine identifier or name of the server whose users are let in.
     server: String,
     password_login: bool,
+    /// The sign-in page of the PIN flow, without a trailing slash.
+    app_url: String,
     /// Our `X-Plex-Client-Identifier`: stable, ours alone.
     client_id: String,
     http: reqwest::Client,
@@ -120,12 +131,80 @@ impl Backend for Plex {
         self.api_url.clone()
     }
 
+    fn pin_flow(&self) -> Option<&dyn PinFlow> {
+        Some(self)
+    }
+
     fn recheck<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Identity, CheckError>> {
         Box::pin(async move {
             self.check_now(&OwnedCredentials::Token(handle.to_owned()))
                 .await
         })
     }
+}
+
+/// plex.tv's PIN flow (`POST /api/v2/pins?strong=true`, then `GET /api/v2/pins/{id}` until
+/// it carries an `authToken`): the person signs in at plex.tv, never here, and we get a token
+/// that is checked like any other (the account must have the configured server).
+impl PinFlow for Plex {
+    fn start(&self) -> BoxFuture<'_, Result<NewPin, CheckError>> {
+        Box::pin(async move {
+            let resp = self
+                .request(reqwest::Method::POST, "/api/v2/pins")
+                .query(&[("strong", "true")])
+                .send()
+                .await
+                .map_err(UpstreamError::from)?;
+            if !matches!(resp.status().as_u16(), 200 | 201) {
+                return Err(UpstreamError::Status(resp.status().as_u16()).into());
+            }
+            let body: PlexPin = serde_json::from_value(upstream::read_json(resp).await?)
+                .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
+            let mut auth_url = reqwest::Url::parse(&self.app_url)
+                .map_err(|e| CheckError::Unreachable(format!("app_url: {e}")))?;
+            auth_url.set_path("/auth");
+            let fragment: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("clientID", &self.client_id)
+                .append_pair("code", &body.code)
+                .append_pair("context[device][product]", PRODUCT)
+                .finish();
+            auth_url.set_fragment(Some(&format!("?{fragment}")));
+            Ok(NewPin {
+                id: body.id,
+                auth_url: auth_url.into(),
+            })
+        })
+    }
+
+    fn poll(&self, id: u64) -> BoxFuture<'_, Result<Option<String>, CheckError>> {
+        Box::pin(async move {
+            let resp = self
+                .request(reqwest::Method::GET, &format!("/api/v2/pins/{id}"))
+                .send()
+                .await
+                .map_err(UpstreamError::from)?;
+            match resp.status().as_u16() {
+                200 => {}
+                // Expired, or not made by this client identifier.
+                404 => return Err(CheckError::Rejected("PIN expired")),
+                status => return Err(UpstreamError::Status(status).into()),
+            }
+            let body: PlexPin = serde_json::from_value(upstream::read_json(resp).await?)
+                .map_err(|e| CheckError::from(UpstreamError::Invalid(e.to_string())))?;
+            Ok(body.auth_token.filter(|t| !t.is_empty()))
+        })
+    }
+}
+
+/// What plex.tv says of a PIN.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlexPin {
+    id: u64,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    auth_token: Option<String>,
 }
 
 impl Plex {
@@ -139,6 +218,7 @@ impl Plex {
             api_url: api_url.trim_end_matches('/').to_owned(),
             server: server.to_owned(),
             password_login,
+            app_url: DEFAULT_APP_URL.to_owned(),
             client_id: device_id(api_url, server),
             http: upstream::client(timeout),
         }
@@ -149,7 +229,7 @@ impl Plex {
             .request(method, format!("{}{path}", self.api_url))
             .header("Accept", "application/json")
             .header("X-Plex-Client-Identifier", &self.client_id)
-            .header("X-Plex-Product", "mtx-auth")
+            .header("X-Plex-Product", PRODUCT)
             .header("X-Plex-Version", env!("CARGO_PKG_VERSION"))
     }
 

@@ -45,10 +45,12 @@ fn compose_points_mediamtx_at_the_mtx_auth_service() {
             .starts_with("bluenviron/mediamtx:"),
         "MediaMTX's official image"
     );
-    // Only MediaMTX may reach mtx-auth: the `ip` the failure limits count comes from the body.
-    assert!(
-        auth.get("ports").is_none(),
-        "mtx-auth's port is not published"
+    // Only MediaMTX may reach /auth: the `ip` the failure limits count comes from the body.
+    // The one published port is the viewer portal's, on the host's loopback (for the proxy).
+    assert_eq!(
+        auth["ports"],
+        serde_json::json!(["127.0.0.1:9080:9080"]),
+        "only the portal is published, on loopback"
     );
     assert_eq!(
         media["depends_on"]["mtx-auth"]["condition"],

@@ -195,6 +195,7 @@ fn every_yaml_block_in_the_docs_parses() {
 
 #[test]
 fn each_guide_shows_its_example_files_and_every_example_loads() {
+    crate::support::test_env();
     let expected: &[(&str, &[&str])] = &[
         ("docs/keycloak.md", &["config/examples/keycloak.toml"]),
         ("docs/authentik.md", &["config/examples/authentik.toml"]),
@@ -204,6 +205,7 @@ fn each_guide_shows_its_example_files_and_every_example_loads() {
         ),
         ("docs/plex.md", &["config/examples/plex.toml"]),
         ("docs/access.md", &["config/examples/access.toml"]),
+        ("docs/portal.md", &["config/examples/portal.toml"]),
     ];
     let mut shown = Vec::new();
     for guide in guides() {

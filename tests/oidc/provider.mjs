@@ -1,4 +1,4 @@
-// A real OpenID provider (panva's oidc-provider) for mtx-auth's JWT interop tests.
+// A real OpenID provider (panva's oidc-provider) for mtx-auth's JWT and portal sign-in tests.
 //
 // Usage: node tests/oidc/provider.mjs [PORT]      (or PORT=... in the environment; 0 = any free port)
 //
@@ -15,6 +15,23 @@
 // The key set holds an RSA and a P-256 key, generated at start; the discovery document's
 // jwks_uri (/jwks) serves their public halves.
 //
+// A second client, for the viewer portal's "Sign in with …" (authorization code flow):
+//   client_id     mtx-portal
+//   client_secret mtx-portal-test-secret   (client_secret_basic or _post; OIDC_PORTAL_AUTH_METHOD=
+//                                           client_secret_post refuses Basic for it: invalid_client)
+//   redirect_uris OIDC_PORTAL_REDIRECT_URIS (comma-separated; e.g. http://127.0.0.1:PORT/login/oidc/callback)
+// PKCE (S256) is required. Its ID tokens are signed RS256; the claims of the scopes it asks for
+// (email: email, email_verified; profile: preferred_username, name; groups: groups) come from
+// userinfo, as oidc-provider conforms ID tokens by default, unless OIDC_PORTAL_ID_TOKEN_CLAIMS=1:
+// then there is no userinfo endpoint and the ID token carries them.
+// Its accounts (ACCOUNTS below, or OIDC_PORTAL_ACCOUNTS=<JSON object: login name -> claims>) sign in
+// through a tiny interaction anyone can drive over plain HTTP, keeping the provider's cookies:
+//   GET  /interaction/:uid          login prompt: an HTML form (field `account`); consent prompt:
+//                                   everything asked for is granted at once, 303 onwards
+//   POST /interaction/:uid/login    form `account=<login name>`: signs that account in (303 onwards);
+//                                   `account=deny` ends the request with error=access_denied;
+//                                   an unknown name: 400
+//
 // Stops on SIGTERM/SIGINT or when stdin closes (so it does not outlive a test runner that died).
 
 import { generateKeyPairSync } from 'node:crypto';
@@ -27,6 +44,31 @@ export const CLIENT_ID = 'mtx-auth';
 export const CLIENT_SECRET = 'mtx-auth-test-secret';
 export const RESOURCE = 'urn:mediamtx';
 
+export const PORTAL_CLIENT_ID = 'mtx-portal';
+export const PORTAL_CLIENT_SECRET = 'mtx-portal-test-secret';
+
+// Login name -> the account's claims (sub is its id).
+const ACCOUNTS = {
+  jane: {
+    sub: '5f0c9a7e-jane',
+    preferred_username: 'jane',
+    name: 'Jane Doe',
+    email: 'jane@example.com',
+    email_verified: true,
+    groups: ['viewers', 'streamers'],
+  },
+  // Claims the administrators' address, unverified.
+  mallory: {
+    sub: '8d1e2b3c-mallory',
+    preferred_username: 'mallory',
+    email: 'jane@example.com',
+    email_verified: false,
+    groups: ['viewers'],
+  },
+  // A bare account: no name, no e-mail, no groups.
+  anon: { sub: 'c0ffee00-anon' },
+};
+
 const DEFAULT_PERMISSIONS = [
   { action: 'read', path: 'cam' },
   { action: 'publish', path: '~^live/' },
@@ -35,6 +77,15 @@ const DEFAULT_PERMISSIONS = [
 const permissions = process.env.OIDC_MEDIAMTX_PERMISSIONS
   ? JSON.parse(process.env.OIDC_MEDIAMTX_PERMISSIONS)
   : DEFAULT_PERMISSIONS;
+const accounts = process.env.OIDC_PORTAL_ACCOUNTS
+  ? JSON.parse(process.env.OIDC_PORTAL_ACCOUNTS)
+  : ACCOUNTS;
+const portalRedirects = (process.env.OIDC_PORTAL_REDIRECT_URIS || '')
+  .split(',')
+  .map((u) => u.trim())
+  .filter(Boolean);
+const portalAuthMethod = process.env.OIDC_PORTAL_AUTH_METHOD || 'client_secret_basic';
+const claimsInIdToken = process.env.OIDC_PORTAL_ID_TOKEN_CLAIMS === '1';
 const alg = process.env.OIDC_ALG || 'RS256';
 if (alg !== 'RS256' && alg !== 'ES256') {
   throw new Error(`OIDC_ALG must be RS256 or ES256, not ${alg}`);
@@ -68,19 +119,45 @@ server.listen(port, '127.0.0.1', () => {
         redirect_uris: [],
         token_endpoint_auth_method: 'client_secret_post',
       },
+      {
+        client_id: PORTAL_CLIENT_ID,
+        client_secret: PORTAL_CLIENT_SECRET,
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: portalRedirects.length
+          ? portalRedirects
+          : ['http://127.0.0.1/login/oidc/callback'],
+        token_endpoint_auth_method: portalAuthMethod,
+      },
     ],
+    pkce: { required: () => true },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['preferred_username', 'name'],
+      groups: ['groups'],
+    },
+    conformIdTokenClaims: !claimsInIdToken,
+    findAccount: (_ctx, sub) => {
+      const claims = Object.values(accounts).find((a) => a.sub === sub);
+      if (!claims) return undefined;
+      return { accountId: sub, claims: async () => ({ ...claims }) };
+    },
     clientAuthMethods: ['client_secret_post', 'client_secret_basic'],
     jwks,
     cookies: { keys: ['mtx-auth-oidc-fixture-cookie-key'] },
     routes: { jwks: '/jwks', token: '/token' },
     features: {
       devInteractions: { enabled: false },
+      userinfo: { enabled: !claimsInIdToken },
       clientCredentials: { enabled: true },
       introspection: { enabled: false },
       revocation: { enabled: false },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => RESOURCE,
+        // The portal's client asks for no resource: its access token is for userinfo.
+        defaultResource: (_ctx, client, oneOf) =>
+          client?.clientId === PORTAL_CLIENT_ID ? oneOf : RESOURCE,
         useGrantedResource: () => true,
         getResourceServerInfo: (_ctx, resourceIndicator) => {
           if (resourceIndicator !== RESOURCE) {
@@ -99,9 +176,117 @@ server.listen(port, '127.0.0.1', () => {
     extraTokenClaims: () => ({ mediamtx_permissions: permissions }),
   });
   provider.on('server_error', (_ctx, err) => console.error('server_error', err));
-  server.on('request', provider.callback());
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    const path = new URL(req.url, issuer).pathname;
+    if (path === '/token' && refusesBasic(req)) {
+      res.statusCode = 401;
+      res.setHeader('Content-Type', 'application/json');
+      res.setHeader('WWW-Authenticate', 'Basic realm="token"');
+      res.end(JSON.stringify({
+        error: 'invalid_client',
+        error_description: 'this client authenticates with client_secret_post',
+      }));
+      return;
+    }
+    const m = path.match(/^\/interaction\/([^/]+)(\/login)?$/);
+    if (!m) {
+      callback(req, res);
+      return;
+    }
+    interaction(provider, req, res, m[2] ? 'login' : 'show').catch((err) => {
+      console.error('interaction', err);
+      if (!res.headersSent) {
+        res.statusCode = 400;
+        res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+      }
+      res.end(`interaction failed: ${err.message}\n`);
+    });
+  });
   console.log(`READY ${issuer}`);
 });
+
+// oidc-provider takes client_secret_basic and client_secret_post alike whichever is registered;
+// with OIDC_PORTAL_AUTH_METHOD=client_secret_post the portal client is held to it, as stricter
+// providers do: Basic credentials for it get invalid_client (before the code is looked at).
+function refusesBasic(req) {
+  if (portalAuthMethod !== 'client_secret_post') return false;
+  const header = req.headers.authorization || '';
+  if (!/^basic /i.test(header)) return false;
+  const user = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8').split(':')[0];
+  try {
+    return decodeURIComponent(user) === PORTAL_CLIENT_ID;
+  } catch {
+    return false;
+  }
+}
+
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => {
+      body += chunk;
+      if (body.length > 10000) reject(new Error('body too large'));
+    });
+    req.on('end', () => resolve(new URLSearchParams(body)));
+    req.on('error', reject);
+  });
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+// The portal client's login and consent (see the top of this file).
+async function interaction(provider, req, res, step) {
+  const details = await provider.interactionDetails(req, res);
+  const { uid, prompt, params } = details;
+  if (step === 'login') {
+    if (req.method !== 'POST') throw new Error('POST the login form');
+    const account = (await readForm(req)).get('account') || '';
+    if (account === 'deny') {
+      await provider.interactionFinished(req, res, {
+        error: 'access_denied',
+        error_description: 'the person did not sign in',
+      }, { mergeWithLastSubmission: false });
+      return;
+    }
+    const claims = accounts[account];
+    if (!claims) throw new Error(`no account ${JSON.stringify(account)}`);
+    await provider.interactionFinished(req, res, {
+      login: { accountId: claims.sub },
+    }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (prompt.name === 'login') {
+    res.statusCode = 200;
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    const names = Object.keys(accounts).map(escapeHtml).join(', ');
+    res.end(`<!doctype html><title>Sign in</title><p>Client ${escapeHtml(params.client_id)}.
+Accounts: ${names}, or deny.</p>
+<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+<input name="account" autofocus><button type="submit">Sign in</button></form>\n`);
+    return;
+  }
+  if (prompt.name === 'consent') {
+    const { accountId } = details.session;
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId, clientId: params.client_id });
+    const missing = prompt.details;
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes || {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    const grantId = await grant.save();
+    const consent = details.grantId ? {} : { grantId };
+    await provider.interactionFinished(req, res, { consent }, { mergeWithLastSubmission: true });
+    return;
+  }
+  throw new Error(`unknown prompt ${prompt.name}`);
+}
 
 function stop() {
   server.close();

@@ -244,6 +244,11 @@ impl AccountSource {
         self.backend.accepts(creds)
     }
 
+    /// The upstream's own sign-in site, if it has one (Plex's PIN flow, for the portal).
+    pub fn pin_flow(&self) -> Option<&dyn crate::source::backend::PinFlow> {
+        self.backend.pin_flow()
+    }
+
     /// The key set this source's tokens are verified against, if it has one.
     pub fn key_store(&self) -> Option<&Arc<KeyStore>> {
         self.backend.key_store()

@@ -234,13 +234,7 @@ impl Jwt {
         }
         let key_generation = self.keys.generation();
         let keys = self.keys.keys().ok_or(JwtError::KeysUnavailable)?;
-        let header = parse_header(token)?;
-        let claims = self.verify_signature(token, &header, &keys)?;
-        // Checked once the signature holds, so that a forged token, or one naming an unknown key
-        // (which may need a refetch), is reported as such.
-        if header.crit {
-            return Err(JwtError::CriticalExtension);
-        }
+        let claims = signed_claims(token, &keys)?;
         self.check_claims(&claims, &keys, now)?;
         let identity = claims
             .get(&self.config.identity_claim)
@@ -259,48 +253,6 @@ impl Jwt {
                 .into(),
             key_generation,
         })
-    }
-
-    /// Checks the signature with the key the header names (or, without a `kid`, each key that
-    /// allows the header's algorithm) and returns the claims.
-    fn verify_signature(
-        &self,
-        token: &str,
-        header: &Header,
-        keys: &KeySet,
-    ) -> Result<Value, JwtError> {
-        let candidates: Vec<_> = keys
-            .keys
-            .iter()
-            // A key without a kid may sign any token (some JWKS omit kids).
-            .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
-            .collect();
-        if candidates.is_empty() {
-            return Err(JwtError::UnknownKey);
-        }
-        // Time claims are checked by `check_claims`, with our own error mapping; here only the
-        // signature and the algorithm.
-        let mut validation = Validation::new(header.alg);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let mut result = Err(JwtError::Algorithm);
-        for key in candidates
-            .iter()
-            .filter(|k| k.algorithms.contains(&header.alg))
-        {
-            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
-                Ok(data) => return Ok(data.claims),
-                Err(e) => {
-                    result = Err(match e.kind() {
-                        ErrorKind::InvalidSignature => JwtError::Signature,
-                        ErrorKind::InvalidAlgorithm => JwtError::Algorithm,
-                        _ => JwtError::Malformed,
-                    })
-                }
-            }
-        }
-        result
     }
 
     fn check_claims(&self, claims: &Value, keys: &KeySet, now: u64) -> Result<(), JwtError> {
@@ -368,6 +320,58 @@ impl Jwt {
         }
         Ok(perms)
     }
+}
+
+/// The claims of a token whose signature checks against `keys`: the header's `alg` must be an
+/// asymmetric algorithm that the chosen key allows, and a header with `crit` is refused. Nothing
+/// else is checked (no time, issuer or audience): the caller does, as `[jwt]` does in
+/// `check_claims` and the portal does for its ID tokens (`portal::oidc`).
+pub fn signed_claims(token: &str, keys: &KeySet) -> Result<Value, JwtError> {
+    let header = parse_header(token)?;
+    let claims = verify_signature(token, &header, keys)?;
+    // Checked once the signature holds, so that a forged token, or one naming an unknown key
+    // (which may need a refetch), is reported as such.
+    if header.crit {
+        return Err(JwtError::CriticalExtension);
+    }
+    Ok(claims)
+}
+
+/// Checks the signature with the key the header names (or, without a `kid`, each key that
+/// allows the header's algorithm) and returns the claims.
+fn verify_signature(token: &str, header: &Header, keys: &KeySet) -> Result<Value, JwtError> {
+    let candidates: Vec<_> = keys
+        .keys
+        .iter()
+        // A key without a kid may sign any token (some JWKS omit kids).
+        .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+        .collect();
+    if candidates.is_empty() {
+        return Err(JwtError::UnknownKey);
+    }
+    // Time claims are checked by the caller (`check_claims`), with our own error mapping; here
+    // only the signature and the algorithm.
+    let mut validation = Validation::new(header.alg);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let mut result = Err(JwtError::Algorithm);
+    for key in candidates
+        .iter()
+        .filter(|k| k.algorithms.contains(&header.alg))
+    {
+        match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => {
+                result = Err(match e.kind() {
+                    ErrorKind::InvalidSignature => JwtError::Signature,
+                    ErrorKind::InvalidAlgorithm => JwtError::Algorithm,
+                    _ => JwtError::Malformed,
+                })
+            }
+        }
+    }
+    result
 }
 
 /// The request field that carries a token: `token`, or `password` for MediaMTX before v1.12.3,

@@ -5,7 +5,13 @@
 //! codes, links that grant exactly what their maker holds and die with the grant,
 //! `/forward-auth`, logout on the server side.
 //!
-//! Beside this file: the reverse proxies in front of the real portal (`proxies`).
+//! Beside this file: the pages in headless Chromium (`browser`), and the reverse proxies in
+//! front of the real portal (`proxies`).
+
+mod browser;
+mod oidc;
+mod plex;
+mod proxies;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,6 +186,15 @@ impl Browser {
 
     pub fn session(&self) -> Option<&str> {
         self.cookies.get("mtx_auth_session").map(String::as_str)
+    }
+
+    /// Makes a link (`POST /api/links`) and returns its credential.
+    pub async fn link(&mut self, action: &str, path: &str) -> String {
+        let made = self
+            .post_json("/api/links", &json!({"action": action, "path": path}))
+            .await;
+        assert_eq!(made.status, 200, "{}", made.text);
+        made.json()["token"].as_str().unwrap().to_owned()
     }
 
     pub async fn sign_in(&mut self, user: &str, pass: &str) -> Answer {
@@ -374,13 +389,7 @@ async fn argon2_users_and_another_bobs_session() {
     let me = b.get("/api/me").await.json();
     assert_eq!(me["admin"], json!(false));
     // bob's entry admits 10.0.0.0/8 only: his links keep that rule.
-    let token = b
-        .post_json("/api/links", &json!({"action": "read", "path": "cam2"}))
-        .await
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = b.link("read", "cam2").await;
     assert_eq!(app.status(&read("cam2", &token)).await, 200);
     let elsewhere = mtx_request("read", "cam2", "192.0.2.1", "viewer", &token);
     let (status, body) = app.auth(&elsewhere).await;
@@ -755,13 +764,7 @@ async fn jellyfin_people_are_not_toml_people() {
         json!({"user": "jane", "source": "jellyfin", "admin": true, "mfa": false,
                "permissions": [{"action": "read", "path": "cam9"}]})
     );
-    let token = b
-        .post_json("/api/links", &json!({"action": "read", "path": "cam9"}))
-        .await
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = b.link("read", "cam9").await;
     assert_eq!(server.app().status(&read("cam9", &token)).await, 200);
     assert_eq!(b.sign_in("jane", "wrong").await.status, 401);
     // "alice" is a [[users]] name: never sent to Jellyfin, whose Alice has another password.
@@ -813,4 +816,71 @@ fn config_problems_are_named() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("add [store]"), "{err}");
+}
+
+#[actix_web::test]
+async fn an_account_that_is_disabled_loses_its_links_and_sessions() {
+    let jf = FakeMediaServer::start(Flavor::Jellyfin, vec![UserSpec::new("jane", "jane-pw")]);
+    jf.add_api_key("admin-key-0123456789");
+    let port = free_port();
+    let extra = format!(
+        "[jellyfin]\nurl = \"{}\"\napi_key = \"admin-key-0123456789\"\ncache_ttl_secs = 1\n\
+         permissions = [{{ action = \"read\", path = \"cam9\" }}]\n",
+        jf.url()
+    );
+    let server = start(&config(
+        "portal-jf-recheck.toml",
+        port,
+        "mfa = \"off\"",
+        &extra,
+    ));
+    let app = server.app();
+    let mut b = Browser::new(port);
+    assert_eq!(b.sign_in("jane", "jane-pw").await.status, 303);
+    let token = b.link("read", "cam9").await;
+    assert_eq!(app.status(&read("cam9", &token)).await, 200);
+    let logins = jf.login_hits();
+    jf.set_disabled("jane", true);
+    let mut revoked = false;
+    for _ in 0..150 {
+        if app.status(&read("cam9", &token)).await == 401 {
+            revoked = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(revoked, "the link of a disabled account is revoked");
+    assert_eq!(
+        b.get("/api/me").await.status,
+        401,
+        "and its web session ended"
+    );
+    assert_eq!(
+        jf.login_hits(),
+        logins,
+        "asked with the administrator's key, never the password"
+    );
+}
+
+#[actix_web::test]
+async fn signing_out_everywhere_ends_every_session_and_link() {
+    let port = free_port();
+    let server = start(&config("portal-everywhere.toml", port, "mfa = \"off\"", ""));
+    let app = server.app();
+    let (mut phone, mut laptop) = (Browser::new(port), Browser::new(port));
+    phone.sign_in("alice", "alice-pw").await;
+    laptop.sign_in("alice", "alice-pw").await;
+    let token = laptop.link("read", "cam1").await;
+    assert_eq!(app.status(&read("cam1", &token)).await, 200);
+    let out = phone.post_form("/logout", &[("everywhere", "1")]).await;
+    assert_eq!(out.location(), "/login");
+    assert_eq!(
+        laptop.get("/api/me").await.status,
+        401,
+        "the other browser is signed out"
+    );
+    assert!(
+        eventually(&app, &read("cam1", &token), 401).await,
+        "and the links revoked"
+    );
 }

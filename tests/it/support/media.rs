@@ -1488,6 +1488,8 @@ struct PlexState {
     resources_hits: AtomicUsize,
     signin_hits: AtomicUsize,
     missing_client_id: AtomicBool,
+    /// PINs made through `POST /api/v2/pins`.
+    pins: Mutex<Vec<FakePin>>,
 }
 
 /// A fake plex.tv: a real actix-web server on 127.0.0.1 (random port), serving
@@ -1519,6 +1521,7 @@ impl FakePlex {
             resources_hits: AtomicUsize::new(0),
             signin_hits: AtomicUsize::new(0),
             missing_client_id: AtomicBool::new(false),
+            pins: Mutex::new(Vec::new()),
         });
         FakePlex {
             served: Served {
@@ -1533,6 +1536,25 @@ impl FakePlex {
     /// `http://127.0.0.1:PORT` (the `api_url`: routes are under `/api/v2/`).
     pub fn url(&self) -> String {
         self.base.clone()
+    }
+
+    /// What a person does at app.plex.tv: approves the PIN with this code as `username`, so
+    /// that polling it yields their token. False when no such PIN was made.
+    pub fn approve_pin(&self, code: &str, username: &str) -> bool {
+        let token = self.account(username).token;
+        let mut pins = lock(&self.state.pins);
+        match pins.iter_mut().find(|p| p.1 == code) {
+            Some(pin) => {
+                pin.3 = Some(token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many PINs were made.
+    pub fn pins_made(&self) -> usize {
+        lock(&self.state.pins).len()
     }
 
     /// Adds an account whose token is `token`; `password` allows `users/signin`.
@@ -1689,6 +1711,55 @@ impl FakePlex {
             .find(|a| a.account.username.eq_ignore_ascii_case(username))
             .map(|a| a.account.clone())
             .unwrap_or_else(|| panic!("no account {username} on the fake plex.tv"))
+    }
+}
+
+/// A PIN of the fake plex.tv: (id, code, client identifier, token once approved).
+type FakePin = (u64, String, String, Option<String>);
+
+/// plex.tv's PIN routes (modelled on plex.tv's documented flow for third-party apps):
+/// `POST /api/v2/pins?strong=true` → 201 `{id, code, authToken: null, …}` for the caller's
+/// `X-Plex-Client-Identifier` (required); `GET /api/v2/pins/{id}` → the PIN, with `authToken`
+/// once approved, 404 for an unknown id or another client identifier.
+fn plex_pins(
+    req: &HttpRequest,
+    method: &str,
+    path: &str,
+    state: &PlexState,
+) -> Option<HttpResponse> {
+    let rest = path.strip_prefix("/api/v2/pins")?;
+    let client = header(req, "X-Plex-Client-Identifier").map(str::to_string)?;
+    let pin_json = |id: u64, code: &str, token: &Option<String>| {
+        json!({"id": id, "code": code, "product": "mtx-auth", "trusted": false,
+               "clientIdentifier": client, "expiresIn": 1800, "authToken": token})
+    };
+    match (method, rest) {
+        ("POST", "") => {
+            let strong = query(req, "strong").as_deref() == Some("true");
+            let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+            let code: String = if strong {
+                hex_id()[..25].to_string()
+            } else {
+                hex_id()[..4].to_string()
+            };
+            lock(&state.pins).push((id, code.clone(), client.clone(), None));
+            Some(json_response(
+                StatusCode::CREATED,
+                &pin_json(id, &code, &None),
+            ))
+        }
+        ("GET", id) => {
+            let id: u64 = id.trim_start_matches('/').parse().ok()?;
+            let pins = lock(&state.pins);
+            let found = pins.iter().find(|p| p.0 == id && p.2 == client);
+            Some(match found {
+                Some((id, code, _, token)) => {
+                    json_response(StatusCode::OK, &pin_json(*id, code, token))
+                }
+                None => HttpResponse::NotFound().finish(),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -1916,6 +1987,9 @@ async fn plex_answer(
 ) -> HttpResponse {
     let path = req.path().trim_end_matches('/').to_string();
     let method = req.method().as_str().to_string();
+    if let Some(resp) = plex_pins(&req, &method, &path, &state) {
+        return resp;
+    }
     let (counter, wrong_shape) = match (method.as_str(), path.as_str()) {
         ("GET", "/api/v2/user") => (&state.user_hits, json!({"username": 5})),
         ("GET", "/api/v2/resources") => (&state.resources_hits, json!({"resources": 5})),

@@ -351,5 +351,10 @@ pub fn test_env() {
         std::env::set_var("MTX_AUTH_OIDC_CLIENT_SECRET", "test-value");
         // accounts::oidc's client_secret_env.
         std::env::set_var("MTX_AUTH_TEST_OIDC_SECRET", "s3cret-client");
+        // config/examples/portal.toml's mfa_key_env (32 bytes, base64).
+        std::env::set_var(
+            "MTX_AUTH_MFA_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        );
     });
 }

@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// The one client the provider knows (confidential, client_credentials only).
+/// The client of the JWT and `[oidc]` tests (confidential, client_credentials only).
 pub const CLIENT_ID: &str = "mtx-auth";
 pub const CLIENT_SECRET: &str = "mtx-auth-test-secret";
+/// The portal's client (confidential, authorization code with PKCE; its redirect URIs are
+/// [`PortalOptions::redirect_uris`]).
+pub const PORTAL_CLIENT_ID: &str = "mtx-portal";
+pub const PORTAL_CLIENT_SECRET: &str = "mtx-portal-test-secret";
 /// The resource indicator (and the access tokens' `aud`).
 pub const RESOURCE: &str = "urn:mediamtx";
 
@@ -40,6 +44,24 @@ pub struct OidcOptions {
     pub permissions: Option<Value>,
     /// Sign access tokens with ES256 instead of RS256.
     pub es256: bool,
+}
+
+/// The portal client's settings, for [`OidcProvider::start_for_portal`].
+#[derive(Debug, Clone, Default)]
+pub struct PortalOptions {
+    /// Its redirect URIs (e.g. `http://127.0.0.1:PORT/login/oidc/callback`).
+    pub redirect_uris: Vec<String>,
+    /// Hold it to `client_secret_post`: Basic credentials get `invalid_client` (by default it
+    /// may use either).
+    pub secret_post: bool,
+    /// No userinfo endpoint: the scopes' claims (e-mail, names, groups) are in its ID tokens.
+    /// By default only userinfo has them.
+    pub claims_in_id_token: bool,
+    /// Replaces the accounts: a JSON object, login name → claims (with `sub`). The defaults:
+    /// `jane` (verified jane@example.com, groups viewers and streamers), `mallory`
+    /// (jane@example.com unverified, group viewers), `anon` (a `sub` only). The login name
+    /// `deny` ends the sign-in with `error=access_denied`.
+    pub accounts: Option<Value>,
 }
 
 fn oidc_dir() -> PathBuf {
@@ -112,6 +134,21 @@ impl OidcProvider {
     /// As [`OidcProvider::start_with`], but an error instead of a panic (e.g. to skip a test
     /// where node is missing).
     pub fn try_start_with(options: OidcOptions) -> Result<OidcProvider, String> {
+        Self::try_start_full(options, &PortalOptions::default())
+    }
+
+    /// Starts the provider with its defaults and the portal client as `portal` says. Panics,
+    /// with the provider's output, if it does not come up.
+    pub fn start_for_portal(portal: &PortalOptions) -> OidcProvider {
+        Self::try_start_full(OidcOptions::default(), portal)
+            .unwrap_or_else(|e| panic!("OIDC provider: {e}"))
+    }
+
+    /// As [`OidcProvider::try_start_with`], with the portal client's settings too.
+    pub fn try_start_full(
+        options: OidcOptions,
+        portal: &PortalOptions,
+    ) -> Result<OidcProvider, String> {
         ensure_installed()?;
         let mut cmd = Command::new("node");
         cmd.arg(oidc_dir().join("provider.mjs"))
@@ -126,6 +163,18 @@ impl OidcProvider {
         }
         if options.es256 {
             cmd.env("OIDC_ALG", "ES256");
+        }
+        if !portal.redirect_uris.is_empty() {
+            cmd.env("OIDC_PORTAL_REDIRECT_URIS", portal.redirect_uris.join(","));
+        }
+        if portal.secret_post {
+            cmd.env("OIDC_PORTAL_AUTH_METHOD", "client_secret_post");
+        }
+        if portal.claims_in_id_token {
+            cmd.env("OIDC_PORTAL_ID_TOKEN_CLAIMS", "1");
+        }
+        if let Some(a) = &portal.accounts {
+            cmd.env("OIDC_PORTAL_ACCOUNTS", a.to_string());
         }
         let mut child = cmd
             .spawn()
