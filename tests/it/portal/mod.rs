@@ -884,3 +884,27 @@ async fn signing_out_everywhere_ends_every_session_and_link() {
         "and the links revoked"
     );
 }
+
+#[actix_web::test]
+async fn the_streams_page_lists_mediamtx_paths_the_person_may_use() {
+    let api = crate::support::mediamtx::FakeMediamtx::start();
+    for path in ["cam1", "cam2", "live/alice", "other"] {
+        api.add_path(path);
+    }
+    let port = free_port();
+    let extra = format!("[mediamtx]\napi_url = \"{}\"\n", api.url);
+    let server = start(&config("portal-paths.toml", port, "mfa = \"off\"", &extra));
+    api.set_auth(&server.base);
+    let mut b = Browser::new(port);
+    assert_eq!(b.get("/healthz").await.status, 200, "/healthz on the portal too");
+    b.sign_in("alice", "alice-pw").await;
+    let page = b.get("/").await.text;
+    assert!(page.contains("<code>cam1</code>"), "{page}");
+    assert!(page.contains("<code>live/alice</code>"), "MediaMTX's path under her pattern");
+    assert!(!page.contains("<code>cam2</code>") && !page.contains("<code>other</code>"));
+    // Without the API, her permissions are what the page shows, and it says why.
+    api.set_down(true);
+    let page = b.get("/").await.text;
+    assert!(page.contains("<code>cam1</code>") && !page.contains("<code>live/alice</code>"));
+    assert!(page.contains("not available"), "{page}");
+}

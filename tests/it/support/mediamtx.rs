@@ -93,6 +93,17 @@ impl FakeMediamtx {
     }
 
     /// Ends a session as a client hanging up would.
+    /// A path MediaMTX has (listed by `GET /v3/paths/list`).
+    pub fn add_path(&self, name: &str) {
+        self.state
+            .sessions
+            .lock()
+            .unwrap()
+            .entry("paths".into())
+            .or_default()
+            .push(json!({"name": name, "confName": "all_others", "ready": true, "readers": []}));
+    }
+
     pub fn hang_up(&self, id: &str) {
         for list in self.state.sessions.lock().unwrap().values_mut() {
             list.retain(|s| s["id"] != id);
@@ -210,7 +221,7 @@ async fn route(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let not_found =
         || HttpResponse::NotFound().json(json!({"status": "error", "error": "not found"}));
     match (req.method().as_str(), parts.as_slice()) {
-        ("GET", ["v3", kind, "list"]) if known(kind) => {
+        ("GET", ["v3", kind, "list"]) if known(kind) || *kind == "paths" => {
             let query: Vec<(String, String)> =
                 form_urlencoded::parse(req.query_string().as_bytes())
                     .into_owned()
