@@ -896,11 +896,18 @@ async fn the_streams_page_lists_mediamtx_paths_the_person_may_use() {
     let server = start(&config("portal-paths.toml", port, "mfa = \"off\"", &extra));
     api.set_auth(&server.base);
     let mut b = Browser::new(port);
-    assert_eq!(b.get("/healthz").await.status, 200, "/healthz on the portal too");
+    assert_eq!(
+        b.get("/healthz").await.status,
+        200,
+        "/healthz on the portal too"
+    );
     b.sign_in("alice", "alice-pw").await;
     let page = b.get("/").await.text;
     assert!(page.contains("<code>cam1</code>"), "{page}");
-    assert!(page.contains("<code>live/alice</code>"), "MediaMTX's path under her pattern");
+    assert!(
+        page.contains("<code>live/alice</code>"),
+        "MediaMTX's path under her pattern"
+    );
     assert!(!page.contains("<code>cam2</code>") && !page.contains("<code>other</code>"));
     // Without the API, her permissions are what the page shows, and it says why.
     api.set_down(true);
