@@ -152,8 +152,9 @@ impl Portal {
     }
 
     /// Whether `person` is an administrator: named in `admin_users` (`source:name`; account
-    /// sources' names compared without case, as those servers compare them) or, with a
-    /// verified e-mail, in `admin_emails`.
+    /// sources' names compared without case, as those servers compare them), with a verified
+    /// e-mail in `admin_emails`, or made one by the account source it signed in with
+    /// (`person.admin` as `people` built it: LDAP's `admin_groups`). Called once per sign-in.
     pub fn is_admin(&self, person: &Person) -> bool {
         let named = self.config.admin_users.iter().any(|a| {
             // An identity provider may let people choose their names: there, only the
@@ -171,7 +172,7 @@ impl Portal {
             let e = e.to_lowercase();
             self.config.admin_emails.contains(&e)
         });
-        named || by_email
+        named || by_email || person.admin
     }
 
     /// What a sign-in of `person` must pass before it is complete.

@@ -262,7 +262,8 @@ async fn account_sign_in(
                 .unwrap_or_else(|| grant.name.to_lowercase()),
             name: grant.name.clone(),
             email: None,
-            admin: false,
+            // What the source says (LDAP's admin_groups); `Portal::is_admin` adds the rest.
+            admin: grant.admin && source.portal_admins(),
             holds: holdings_of(
                 &grant.permissions,
                 Grant::Account {

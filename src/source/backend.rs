@@ -35,6 +35,11 @@ pub struct AccountKind {
     /// Whether the section takes `permissions` and `admin_permissions`; a source whose
     /// upstream grants permissions itself (OIDC tokens) does not.
     pub config_permissions: bool,
+    /// Whether the accounts the upstream calls administrators (`Identity::admin`) are the
+    /// portal's administrators too: LDAP's `admin_groups` say so; a media server's
+    /// administrators run the media server, which is not the same thing (`admin_users` names
+    /// them).
+    pub portal_admins: bool,
     /// Reads the section's own keys (the shared ones are in `settings`, which `read` may
     /// complete, e.g. with `local_networks`) and builds the backend. `None` after reporting
     /// problems on the table.
@@ -51,6 +56,14 @@ pub trait Backend: Send + Sync {
     /// are counted per name (media servers lock accounts after a few failures).
     fn names_accounts(&self) -> bool {
         true
+    }
+
+    /// The key a login's user name counts its failures under. Two spellings that the upstream
+    /// takes for the same account must give the same key, or a guesser could spread guesses
+    /// over spellings past `max_failures` (a directory ignores case and extra spaces, say).
+    /// Lower case by default.
+    fn failure_key(&self, user: &str) -> String {
+        user.to_lowercase()
     }
 
     /// Asks the upstream who these credentials are.
@@ -186,6 +199,10 @@ pub struct Identity {
     pub remote_access: bool,
     /// Permissions the upstream decided itself (OIDC tokens); `None` means the config's.
     pub permissions: Option<Vec<Permission>>,
+    /// Permissions the account holds beyond the section's `permissions` by what the upstream
+    /// says of it (the groups `[[ldap.groups]]` maps), added to them like `admin_permissions`;
+    /// ignored when `permissions` is `Some`.
+    pub extra_permissions: Vec<Permission>,
     /// When the upstream's grant ends (an OIDC token's `exp`), if before `cache_ttl`.
     pub valid_for: Option<Duration>,
     /// What lets `Backend::recheck` ask about this account again later without its password,

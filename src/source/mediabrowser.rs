@@ -32,6 +32,7 @@ pub const JELLYFIN: AccountKind = AccountKind {
     name: "jellyfin",
     default_actions: &[Action::Read, Action::Playback],
     config_permissions: true,
+    portal_admins: false,
     read: |t, settings| read(Flavor::Jellyfin, t, settings),
 };
 
@@ -40,6 +41,7 @@ pub const EMBY: AccountKind = AccountKind {
     name: "emby",
     default_actions: &[Action::Read, Action::Playback],
     config_permissions: true,
+    portal_admins: false,
     read: |t, settings| read(Flavor::Emby, t, settings),
 };
 
@@ -348,6 +350,7 @@ fn identity(user: UserDto) -> Result<Identity, CheckError> {
         admin: user.policy.is_administrator,
         remote_access: user.policy.enable_remote_access,
         permissions: None,
+        extra_permissions: Vec::new(),
         valid_for: None,
         recheck: None,
     })

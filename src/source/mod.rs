@@ -1,7 +1,7 @@
 //! Identity sources: where a request's credentials are recognised.
 //!
 //! They are asked in a fixed order: TOML users first (a TOML user always wins), then JWTs, then
-//! the account sources (Jellyfin, Emby, Plex, OIDC password login) in the order their sections
+//! the account sources (Jellyfin, Emby, Plex, OIDC password login, LDAP) in the order their sections
 //! appear in the config.
 
 use crate::source::backend::AccountKind;
@@ -10,6 +10,7 @@ pub mod account;
 pub mod backend;
 pub mod jwks;
 pub mod jwt;
+pub mod ldap;
 pub mod mediabrowser;
 pub mod oidc;
 pub mod plex;
@@ -24,4 +25,5 @@ pub const ACCOUNT_KINDS: &[&AccountKind] = &[
     &mediabrowser::EMBY,
     &plex::PLEX,
     &oidc::OIDC,
+    &ldap::LDAP,
 ];

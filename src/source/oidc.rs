@@ -27,6 +27,7 @@ pub const OIDC: AccountKind = AccountKind {
     name: "oidc",
     default_actions: &[],
     config_permissions: false,
+    portal_admins: false,
     read,
 };
 
@@ -150,6 +151,7 @@ impl OidcPassword {
                 admin: false,
                 remote_access: true,
                 permissions: Some(v.permissions),
+                extra_permissions: Vec::new(),
                 valid_for: v.valid_for,
                 recheck: None,
             }),

@@ -28,6 +28,7 @@ pub const PLEX: AccountKind = AccountKind {
     name: "plex",
     default_actions: &[Action::Read, Action::Playback],
     config_permissions: true,
+    portal_admins: false,
     read,
 };
 
@@ -274,6 +275,7 @@ impl Plex {
             admin: server.owned,
             remote_access: true,
             permissions: None,
+            extra_permissions: Vec::new(),
             valid_for: None,
             // The plex.tv token (the client's, or the one a password sign-in returned) asks
             // again whether the account still has the server.

@@ -198,16 +198,20 @@ pub struct AccountSource {
     started: Instant,
     answered: AtomicBool,
     pub stats: Stats,
+    /// `AccountKind::portal_admins`: the upstream's administrators administer the portal.
+    portal_admins: bool,
 }
 
 impl AccountSource {
     pub fn from_config(config: AccountConfig) -> Self {
-        AccountSource::new(
+        let mut source = AccountSource::new(
             Source::Account(config.kind.name),
             config.line,
             config.backend,
             config.settings,
-        )
+        );
+        source.portal_admins = config.kind.portal_admins;
+        source
     }
 
     pub fn new(
@@ -233,6 +237,7 @@ impl AccountSource {
             started: Instant::now(),
             answered: AtomicBool::new(false),
             stats: Stats::default(),
+            portal_admins: false,
         }
     }
 
@@ -242,6 +247,12 @@ impl AccountSource {
 
     pub fn accepts(&self, creds: &Credentials) -> bool {
         self.backend.accepts(creds)
+    }
+
+    /// Whether an account this source calls an administrator is the portal's administrator
+    /// (`AccountKind::portal_admins`).
+    pub fn portal_admins(&self) -> bool {
+        self.portal_admins
     }
 
     /// The upstream's own sign-in site, if it has one (Plex's PIN flow, for the portal).
@@ -348,7 +359,7 @@ impl AccountSource {
     async fn call(&self, key: u128, creds: &OwnedCredentials) -> Answer {
         let name = match creds {
             OwnedCredentials::Login { user, .. } if self.backend.names_accounts() => {
-                Some(user.to_lowercase())
+                Some(self.backend.failure_key(user))
             }
             _ => None,
         };
@@ -405,12 +416,15 @@ impl AccountSource {
         }
     }
 
-    /// The permissions an identity gets: the upstream's own (OIDC), else `permissions` plus
+    /// The permissions an identity gets: the upstream's own (OIDC), else `permissions`, what
+    /// the upstream adds for this account (`Identity::extra_permissions`: LDAP groups) and
     /// `admin_permissions` for administrators; then the account's override.
     fn grant(&self, identity: Identity) -> Grant {
         let s = &self.settings;
+        let extra = identity.extra_permissions;
         let mut permissions = identity.permissions.unwrap_or_else(|| {
             let mut p = s.permissions.clone();
+            p.extend(extra);
             if identity.admin {
                 p.extend(s.admin_permissions.iter().cloned());
             }
@@ -486,7 +500,8 @@ impl AccountSource {
     }
 
     fn failures_for(&self, user: &str) -> u32 {
-        self.failures.count(0, user.to_lowercase().as_bytes())
+        self.failures
+            .count(0, self.backend.failure_key(user).as_bytes())
     }
 
     fn is_down(&self) -> bool {

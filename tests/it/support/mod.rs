@@ -3,6 +3,7 @@
 //! to, one module each.
 
 pub mod idp;
+pub mod ldap;
 pub mod media;
 pub mod mediamtx;
 pub mod oidc;
@@ -351,6 +352,9 @@ pub fn test_env() {
         std::env::set_var("MTX_AUTH_OIDC_CLIENT_SECRET", "test-value");
         // accounts::oidc's client_secret_env.
         std::env::set_var("MTX_AUTH_TEST_OIDC_SECRET", "s3cret-client");
+        // The LDAP service account's password: config/examples/ldap.toml, docs/ldap.md and
+        // accounts::ldap's bind_password_env (support::ldap::READER_PW).
+        std::env::set_var("MTX_AUTH_LDAP_PASSWORD", "reader-pw");
         // config/examples/portal.toml's mfa_key_env (32 bytes, base64).
         std::env::set_var(
             "MTX_AUTH_MFA_KEY",
