@@ -23,14 +23,7 @@ use crate::support::{mtx_request, temp_config, Binary, TestApp};
 
 pub const MFA_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// A free loopback port for the portal (its `public_url` must name it before it starts).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::support::free_port;
 
 /// A config with a store, two `[[users]]` and a `[portal]` on `port` (plus `extra`).
 pub fn config(name: &str, port: u16, portal_extra: &str, extra: &str) -> PathBuf {

@@ -323,6 +323,17 @@ impl Drop for Binary {
 
 /// Writes `text` to `name` in a fresh folder of the target dir's temp space; returns the path.
 /// Every call has its own folder, so tests running at once never share a file.
+/// A free loopback port, for a server whose address must be known before it starts (the
+/// portal's `public_url`, slapd's URL). Another process could take it meanwhile; on a test
+/// machine's loopback that does not happen in practice.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "cfg-{}-{}",
