@@ -268,7 +268,7 @@ impl Portal {
         let now = now_unix();
         let ids: Vec<String> = self
             .store
-            .credentials_of(&session.person, now)
+            .links_in_force(Some(&session.person), now)
             .await?
             .iter()
             .filter(|c| {
@@ -285,12 +285,15 @@ impl Portal {
     /// Ends every web session of a person and revokes every link they made: "sign out
     /// everywhere" and an administrator's revoke. Revoked links' sessions are kicked (through
     /// the store feed, `crate::sessions`).
-    pub async fn end_person(&self, person: &str) -> Result<(u64, usize), StoreError> {
+    pub async fn end_person(&self, person: &str) -> Result<(usize, usize), StoreError> {
         let sessions = self.store.end_web_sessions_of(person).await?;
+        for session in &sessions {
+            self.forward_forget(session);
+        }
         let now = now_unix();
         let ids: Vec<String> = self
             .store
-            .credentials_of(person, now)
+            .links_in_force(Some(person), now)
             .await?
             .into_iter()
             .map(|c| c.id)
@@ -298,11 +301,7 @@ impl Portal {
         if !ids.is_empty() {
             self.store.revoke_credentials(&ids, now).await?;
         }
-        self.forward
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        Ok((sessions, ids.len()))
+        Ok((sessions.len(), ids.len()))
     }
 
     /// `/forward-auth`'s credential for a session, path and action made less than
@@ -314,10 +313,17 @@ impl Portal {
         action: &'static str,
     ) -> Option<String> {
         let now = now_unix();
+        let map = self.forward.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(session.to_owned(), path.to_owned(), action))
+            .filter(|(_, at)| now - *at < FORWARD_REUSE_SECS)
+            .map(|(token, _)| token.clone())
+    }
+
+    /// Forgets `/forward-auth`'s credentials past their reuse (`portal::watch`, every second):
+    /// not on the request's path, which proxies call for every segment.
+    pub fn forward_prune(&self, now: i64) {
         let mut map = self.forward.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, (_, at)| now - *at < FORWARD_REUSE_SECS);
-        map.get(&(session.to_owned(), path.to_owned(), action))
-            .map(|(token, _)| token.clone())
     }
 
     pub fn forward_remember(&self, session: &str, path: &str, action: &'static str, token: String) {
@@ -328,7 +334,7 @@ impl Portal {
         );
     }
 
-    fn forward_forget(&self, session: &str) {
+    pub fn forward_forget(&self, session: &str) {
         let mut map = self.forward.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|(s, _, _), _| s != session);
     }

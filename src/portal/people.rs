@@ -103,14 +103,15 @@ pub enum SignInError {
 
 /// A name and password against the sources that take them, in `/auth`'s order: `[[users]]`,
 /// then the account sources in config order. A name the `[[users]]` entries shadow is never
-/// sent to an account source (as on `/auth`).
+/// sent to an account source (as on `/auth`). With the person, the digests of the `[[users]]`
+/// entries the password matched (empty for an account): what their session is tied to.
 pub async fn with_password(
     policy: &Policy,
     verifier: &Verifier,
     grant_key: &SecretHasher,
     name: &str,
     password: &str,
-) -> Result<Person, SignInError> {
+) -> Result<(Person, Vec<String>), SignInError> {
     if name.is_empty() || password.is_empty() {
         return Err(SignInError::Rejected);
     }
@@ -130,7 +131,7 @@ pub async fn with_password(
             continue;
         }
         match account_sign_in(source, &creds).await {
-            Ok(person) => return Ok(person),
+            Ok(person) => return Ok((person, Vec::new())),
             Err(SignInError::Rejected) => {}
             Err(e) => outcome = Err(e),
         }
@@ -151,7 +152,7 @@ async fn users_sign_in(
     entries: &[u32],
     name: &str,
     password: &str,
-) -> Result<Person, SignInError> {
+) -> Result<(Person, Vec<String>), SignInError> {
     let users = policy.users();
     let mut matched = Vec::new();
     let mut argon2 = false;
@@ -189,7 +190,7 @@ async fn users_sign_in(
         .iter()
         .map(|&i| crate::sessions::user_digest(grant_key, policy, i))
         .collect();
-    Ok(Person {
+    let person = Person {
         source: "users".into(),
         id: name.to_owned(),
         name: name.to_owned(),
@@ -197,7 +198,8 @@ async fn users_sign_in(
         admin: false,
         holds: user_holdings(policy, grant_key, name, &digests),
         recheck: None,
-    })
+    };
+    Ok((person, digests))
 }
 
 /// What the `[[users]]` entries named `name` whose digests are in `digests` hold now, in the
@@ -336,7 +338,9 @@ permissions = [{ action = "read" }]
         );
         let verifier = Verifier::new(1, 4);
         let key = SecretHasher::random();
-        let person = block_on(with_password(&policy, &verifier, &key, "alice", "pw")).unwrap();
+        let (person, digests) =
+            block_on(with_password(&policy, &verifier, &key, "alice", "pw")).unwrap();
+        assert_eq!(digests.len(), 2, "both entries with her password");
         assert_eq!(person.key(), "users:alice");
         let holds: Vec<_> = person
             .holds
@@ -354,7 +358,7 @@ permissions = [{ action = "read" }]
         assert!(person.holding_for(Action::Publish, "cam").is_none());
         for (name, pass) in [("alice", "nope"), ("bob", "pw"), ("any", "x"), ("", "")] {
             assert_eq!(
-                block_on(with_password(&policy, &verifier, &key, name, pass)),
+                block_on(with_password(&policy, &verifier, &key, name, pass)).map(|(p, _)| p),
                 Err(SignInError::Rejected),
                 "{name}"
             );

@@ -47,6 +47,7 @@ pub async fn run(portal: Arc<Portal>) {
             }
         }
         let now = now_unix();
+        portal.forward_prune(now);
         if now >= next_recheck {
             next_recheck = now + RECHECK_EVERY;
             if let Err(e) = recheck_accounts(&portal).await {
@@ -95,7 +96,7 @@ async fn users_changed(portal: &Portal) -> Result<(), StoreError> {
     let policy = portal.service.live.load();
     let now = now_unix();
     let mut ended = Vec::new();
-    for link in portal.store.portal_credentials(now).await? {
+    for link in portal.store.links_in_force(None, now).await? {
         let Some(LinkGrant {
             grant: Grant::User { digest },
             ..
@@ -175,7 +176,7 @@ async fn recheck_accounts(portal: &Portal) -> Result<(), StoreError> {
                 Lookup::Limited | Lookup::Unreachable | Lookup::Miss(_) => continue,
             },
         };
-        let links = portal.store.credentials_of(&person, now).await?;
+        let links = portal.store.links_in_force(Some(&person), now).await?;
         let ended: Vec<String> = links
             .into_iter()
             .filter(|link| {
@@ -194,7 +195,9 @@ async fn recheck_accounts(portal: &Portal) -> Result<(), StoreError> {
         }
         if grant.is_none() {
             tracing::info!(source = %source, "portal: an account its source no longer lets in is signed out");
-            portal.store.end_web_sessions_of(&person).await?;
+            for session in portal.store.end_web_sessions_of(&person).await? {
+                portal.forward_forget(&session);
+            }
             portal
                 .rechecks
                 .lock()

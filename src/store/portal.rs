@@ -123,13 +123,13 @@ impl Store {
     }
 
     /// Ends every web session of a person ("sign out everywhere", an administrator's revoke, a
-    /// grant that ended); returns how many there were.
-    pub async fn end_web_sessions_of(&self, person: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM web_sessions WHERE person = $1")
+    /// grant that ended); returns the digests of those that were.
+    pub async fn end_web_sessions_of(&self, person: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("DELETE FROM web_sessions WHERE person = $1 RETURNING digest")
             .bind(person)
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     /// Counts a wrong second-factor code against a pending sign-in and returns the count; at
@@ -322,36 +322,27 @@ impl Store {
         Ok((expires_at > now).then(|| row.try_get(0)).transpose()?)
     }
 
-    /// The portal links a person made that are still in force, newest first.
-    pub async fn credentials_of(
+    /// The portal links in force, newest first: those `owner` made, or with `None`, every
+    /// person's (links made by the command line have no owner and are not among them).
+    pub async fn links_in_force(
         &self,
-        owner: &str,
+        owner: Option<&str>,
         now: i64,
     ) -> Result<Vec<crate::store::CredentialRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{} WHERE owner = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+        let whose = match owner {
+            Some(_) => "owner = $2",
+            None => "owner IS NOT NULL",
+        };
+        let sql = format!(
+            "{} WHERE {whose} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) \
              ORDER BY created_at DESC, id",
             crate::store::SELECT_CREDENTIALS
-        ))
-        .bind(owner)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(crate::store::credential_record).collect()
-    }
-
-    /// Every portal link in force (owner set), for checking that their grants still hold.
-    pub async fn portal_credentials(
-        &self,
-        now: i64,
-    ) -> Result<Vec<crate::store::CredentialRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{} WHERE owner IS NOT NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
-            crate::store::SELECT_CREDENTIALS
-        ))
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        if let Some(owner) = owner {
+            query = query.bind(owner);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(crate::store::credential_record).collect()
     }
 }

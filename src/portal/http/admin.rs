@@ -21,6 +21,7 @@ pub(super) async fn require_admin(
     }
     Ok(s)
 }
+
 pub(super) async fn admin_page(portal: Shared, req: HttpRequest) -> HttpResponse {
     let s = match require_admin(&portal, &req).await {
         Ok(s) => s,
@@ -28,6 +29,7 @@ pub(super) async fn admin_page(portal: Shared, req: HttpRequest) -> HttpResponse
     };
     admin_view(&portal, &s, None).await
 }
+
 pub(super) async fn admin_view(
     portal: &Portal,
     s: &SignedIn,
@@ -73,7 +75,7 @@ pub(super) async fn admin_view(
                 .collect()
         })
         .unwrap_or_default();
-    let links = match portal.store.portal_credentials(now).await {
+    let links = match portal.store.links_in_force(None, now).await {
         Ok(v) => v
             .iter()
             .filter(|c| LinkGrant::of(c).is_some_and(|g| g.session.is_none()))
@@ -104,10 +106,12 @@ pub(super) async fn admin_view(
         ),
     )
 }
+
 #[derive(Deserialize)]
 pub(super) struct RevokeForm {
     person: String,
 }
+
 pub(super) async fn admin_revoke(
     portal: Shared,
     req: HttpRequest,
@@ -122,7 +126,7 @@ pub(super) async fn admin_revoke(
     };
     match portal.end_person(&form.person).await {
         Ok((sessions, links)) => {
-            tracing::info!(by = %&s.person.name, person = %&form.person, sessions, links, "portal: an administrator revoked a person's access");
+            tracing::info!(by = %s.person.name, person = %form.person, sessions, links, "portal: an administrator revoked a person's access");
             let note = format!(
                 "{}: {sessions} web sessions ended, {links} links revoked.",
                 form.person

@@ -27,7 +27,7 @@ use crate::permission::Action;
 use crate::portal::links::{self, LinkGrant};
 use crate::portal::mfa;
 use crate::portal::pages::{self, LoginChoices};
-use crate::portal::people::{self, Person, SignInError};
+use crate::portal::people::{self, SignInError};
 use crate::portal::{Portal, Profile, SecondFactor, SignedIn, PENDING_COOKIE, SESSION_COOKIE};
 use crate::request::Request;
 use crate::store::StoreError;
@@ -286,4 +286,14 @@ async fn require(portal: &Portal, req: &HttpRequest, page: bool) -> Result<Signe
         None if page => Err(see_other("/login")),
         _ => Err(json_error(StatusCode::UNAUTHORIZED, "not signed in")),
     }
+}
+
+/// A state change by a signed-in person: the same-origin rule, then `require`.
+async fn require_change(
+    portal: &Portal,
+    req: &HttpRequest,
+    page: bool,
+) -> Result<SignedIn, HttpResponse> {
+    same_origin(portal, req)?;
+    require(portal, req, page).await
 }

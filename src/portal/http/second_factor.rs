@@ -12,11 +12,13 @@ pub(super) async fn mfa_page(portal: Shared, req: HttpRequest) -> HttpResponse {
         Err(e) => e,
     }
 }
+
 #[derive(Deserialize)]
 pub(super) struct CodeForm {
     #[serde(default)]
     code: String,
 }
+
 /// Checks a TOTP or recovery code of `person`: `Ok(true)` the one time it is good.
 pub(super) async fn check_code(
     portal: &Portal,
@@ -44,6 +46,7 @@ pub(super) async fn check_code(
         None => Ok(false),
     }
 }
+
 pub(super) async fn mfa_code(
     portal: Shared,
     req: HttpRequest,
@@ -106,6 +109,7 @@ pub(super) async fn mfa_code(
     // The second factor passed: the cookie changes again.
     complete(&portal, &s, "/").await
 }
+
 /// Replaces a half-signed-in session with a complete one and sends the browser on to `next`.
 pub(super) async fn complete(portal: &Portal, s: &SignedIn, next: &str) -> HttpResponse {
     match portal
@@ -128,6 +132,7 @@ pub(super) async fn complete(portal: &Portal, s: &SignedIn, next: &str) -> HttpR
         Err(e) => unavailable(e),
     }
 }
+
 /// The session that may enroll: a complete one, or one waiting to enroll (`mfa = "required"`).
 pub(super) async fn enrolling(
     portal: &Portal,
@@ -159,6 +164,7 @@ pub(super) async fn enrolling(
     }
     Ok((s, enrolled))
 }
+
 pub(super) async fn enroll_page(portal: Shared, req: HttpRequest) -> HttpResponse {
     match enrolling(&portal, &req).await {
         Ok((s, enrolled)) => html(
@@ -175,16 +181,19 @@ pub(super) async fn enroll_page(portal: Shared, req: HttpRequest) -> HttpRespons
         Err(e) => e,
     }
 }
+
 /// The store key of an enrollment under way: bound to the session that started it.
 pub(super) fn enrollment_key(session_digest: &str) -> String {
     format!("enroll:{session_digest}")
 }
+
 #[derive(Serialize)]
 pub(super) struct Enrollment {
     secret: String,
     otpauth_url: String,
     qr_svg: String,
 }
+
 pub(super) async fn enroll(
     portal: Shared,
     req: HttpRequest,
@@ -268,6 +277,7 @@ pub(super) async fn enroll(
         false => HttpResponse::Ok().json(enrollment),
     }
 }
+
 pub(super) async fn enroll_verify(
     portal: Shared,
     req: HttpRequest,
@@ -335,7 +345,7 @@ pub(super) async fn enroll_verify(
     {
         return unavailable(e);
     }
-    tracing::info!(source = %s.person.source, user = %&s.person.name, "portal: two-factor sign-in enrolled");
+    tracing::info!(source = %s.person.source, user = %s.person.name, "portal: two-factor sign-in enrolled");
     let page = wants_html(&req);
     if !s.session.complete {
         // Enrolled as the second factor of this sign-in: the session is complete now (and

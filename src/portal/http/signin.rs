@@ -21,6 +21,7 @@ pub(super) fn choices(portal: &Portal) -> LoginChoices<'_> {
         plex: plex_source(&policy).is_some(),
     }
 }
+
 pub(super) async fn login_page(portal: Shared, req: HttpRequest) -> HttpResponse {
     if let Ok(Some(s)) = session_of(&portal, &req).await {
         return see_other(if s.session.complete { "/" } else { "/mfa" });
@@ -30,11 +31,13 @@ pub(super) async fn login_page(portal: Shared, req: HttpRequest) -> HttpResponse
         pages::login(&portal.config.title, &choices(&portal), None),
     )
 }
+
 #[derive(Deserialize)]
 pub(super) struct LoginForm {
     username: String,
     password: String,
 }
+
 pub(super) async fn login(
     portal: Shared,
     req: HttpRequest,
@@ -66,26 +69,12 @@ pub(super) async fn login(
     .await;
     finish(attempt, outcome == Err(SignInError::Rejected));
     match outcome {
-        Ok(mut person) => {
-            person.admin = portal.is_admin(&person);
-            let digests = person
-                .holds
-                .iter()
-                .filter_map(|h| match &h.grant {
-                    people::Grant::User { digest } => Some(digest.clone()),
-                    _ => None,
-                })
-                .collect::<std::collections::BTreeSet<_>>();
-            let mut digests: Vec<String> = digests.into_iter().collect();
-            if person.source == "users" && digests.is_empty() {
-                // Entries without stream permissions: still the entries the password matched.
-                digests = users_digests(&portal, &policy, &person, &form.password).await;
-            }
-            tracing::info!(source = %person.source, user = %&person.name, "portal: signed in");
+        Ok((person, digests)) => {
+            tracing::info!(source = %person.source, user = %person.name, "portal: signed in");
             signed_in(&portal, &req, Profile { person, digests }).await
         }
         Err(SignInError::Rejected) => {
-            tracing::info!(user = %&form.username, "portal: sign-in refused");
+            tracing::info!(user = %form.username, "portal: sign-in refused");
             page(StatusCode::UNAUTHORIZED, &SignInError::Rejected.to_string())
         }
         Err(SignInError::Limited) => page(
@@ -98,22 +87,7 @@ pub(super) async fn login(
         ),
     }
 }
-/// The digests of the entries a `[[users]]` password matched, for a person who holds no stream
-/// permission through them (so that a reload that removes them still ends the session).
-pub(super) async fn users_digests(
-    portal: &Portal,
-    policy: &crate::policy::Policy,
-    person: &Person,
-    password: &str,
-) -> Vec<String> {
-    let users = policy.users();
-    users
-        .entries_named(&person.id)
-        .into_iter()
-        .filter(|&i| users.get(i).credentials_match(&person.id, password) == Some(false))
-        .map(|i| crate::sessions::user_digest(&portal.service.grant_key, policy, i))
-        .collect()
-}
+
 /// `GET /login/oidc`: a pending sign-in bound to this browser (the pre-sign-in cookie), and off
 /// to the provider's authorization endpoint. 503 while the provider cannot be reached.
 pub(super) async fn oidc_login(portal: Shared) -> HttpResponse {
@@ -136,6 +110,7 @@ pub(super) async fn oidc_login(portal: Shared) -> HttpResponse {
         Err(e) => oidc_refused(&portal, &e),
     }
 }
+
 /// `GET /login/oidc/callback`: the provider sends the browser back with a code; the sign-in
 /// finishes as `POST /login`'s does.
 pub(super) async fn oidc_callback(portal: Shared, req: HttpRequest) -> HttpResponse {
@@ -147,7 +122,7 @@ pub(super) async fn oidc_callback(portal: Shared, req: HttpRequest) -> HttpRespo
     match provider.finish(&portal.store, pending, &callback).await {
         Ok(mut person) => {
             person.admin = portal.is_admin(&person);
-            tracing::info!(source = %person.source, user = %&person.name, "portal: signed in");
+            tracing::info!(source = %person.source, user = %person.name, "portal: signed in");
             let profile = Profile {
                 person,
                 digests: Vec::new(),
@@ -157,6 +132,7 @@ pub(super) async fn oidc_callback(portal: Shared, req: HttpRequest) -> HttpRespo
         Err(e) => oidc_refused(&portal, &e),
     }
 }
+
 /// The sign-in page again, saying why an OIDC sign-in did not happen; the pre-sign-in cookie
 /// is cleared.
 pub(super) fn oidc_refused(portal: &Portal, e: &crate::portal::oidc::OidcError) -> HttpResponse {
@@ -172,6 +148,7 @@ pub(super) fn oidc_refused(portal: &Portal, e: &crate::portal::oidc::OidcError) 
             Some(&e.to_string()),
         ))
 }
+
 /// A sign-in succeeded: a new session (the cookie changes), complete or waiting for its second
 /// factor; 303 to `/` or `/mfa`.
 pub(super) async fn signed_in(
@@ -213,11 +190,13 @@ pub(super) async fn signed_in(
         ))
         .finish()
 }
+
 #[derive(Deserialize)]
 pub(super) struct LogoutForm {
     #[serde(default)]
     everywhere: Option<String>,
 }
+
 pub(super) async fn logout(
     portal: Shared,
     req: HttpRequest,
@@ -248,6 +227,7 @@ pub(super) async fn logout(
         ))
         .finish()
 }
+
 /// The account source whose upstream has a PIN sign-in (`[plex]`).
 pub(super) fn plex_source(
     policy: &crate::policy::Policy,
@@ -258,6 +238,7 @@ pub(super) fn plex_source(
         .find(|a| a.pin_flow().is_some())
         .cloned()
 }
+
 /// What the store keeps of a Plex sign-in under way: our handle (what the page polls with) and
 /// plex.tv's PIN id.
 #[derive(Serialize, Deserialize)]
@@ -265,6 +246,7 @@ pub(super) struct PendingPin {
     handle: String,
     pin: u64,
 }
+
 /// `POST /login/plex`: makes a strong PIN at plex.tv and answers where to send the person;
 /// the PIN stays here, bound to this browser by the pending cookie.
 pub(super) async fn plex_start(portal: Shared, req: HttpRequest) -> HttpResponse {
@@ -315,10 +297,12 @@ pub(super) async fn plex_start(portal: Shared, req: HttpRequest) -> HttpResponse
         ))
         .json(json!({ "auth_url": pin.auth_url, "id": handle }))
 }
+
 #[derive(Deserialize)]
 pub(super) struct PollQuery {
     id: String,
 }
+
 /// `GET /login/plex/poll?id=…`: `pending` until the person approved the PIN at plex.tv; then
 /// the token is checked like any Plex token on `/auth` (the account must have the server) and
 /// the session starts (`ok`, with the cookie), or `denied`.

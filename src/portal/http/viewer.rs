@@ -12,6 +12,7 @@ pub(super) struct Me<'a> {
     mfa: bool,
     permissions: Vec<serde_json::Value>,
 }
+
 pub(super) async fn me(portal: Shared, req: HttpRequest) -> HttpResponse {
     let s = match require(&portal, &req, false).await {
         Ok(s) => s,
@@ -34,6 +35,7 @@ pub(super) async fn me(portal: Shared, req: HttpRequest) -> HttpResponse {
             .collect(),
     })
 }
+
 #[derive(Deserialize)]
 pub(super) struct LinkRequest {
     action: String,
@@ -41,12 +43,14 @@ pub(super) struct LinkRequest {
     #[serde(default)]
     play: Option<String>,
 }
+
 /// Why a link cannot be made.
 pub(super) enum LinkRefused {
     BadRequest(&'static str),
     Forbidden,
     Store(StoreError),
 }
+
 pub(super) async fn make_link(
     portal: &Portal,
     s: &SignedIn,
@@ -84,18 +88,16 @@ pub(super) async fn make_link(
     )
     .await
     .map_err(LinkRefused::Store)?;
-    tracing::info!(source = %s.person.source, user = %&s.person.name, id = %link.id, action = action.as_str(), path = %path, "portal: link made");
+    tracing::info!(source = %s.person.source, user = %s.person.name, id = %link.id, action = action.as_str(), path = %path, "portal: link made");
     Ok(link)
 }
+
 pub(super) async fn new_link(
     portal: Shared,
     req: HttpRequest,
     body: web::Json<LinkRequest>,
 ) -> HttpResponse {
-    if let Err(refused) = same_origin(&portal, &req) {
-        return refused;
-    }
-    let s = match require(&portal, &req, false).await {
+    let s = match require_change(&portal, &req, false).await {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -116,6 +118,7 @@ pub(super) async fn new_link(
         Err(LinkRefused::Store(e)) => unavailable(e),
     }
 }
+
 /// The person's own links in force (not the ones `/forward-auth` makes).
 pub(super) async fn own_links(
     portal: &Portal,
@@ -123,12 +126,13 @@ pub(super) async fn own_links(
 ) -> Result<Vec<crate::store::CredentialRecord>, StoreError> {
     Ok(portal
         .store
-        .credentials_of(person, now_unix())
+        .links_in_force(Some(person), now_unix())
         .await?
         .into_iter()
         .filter(|c| LinkGrant::of(c).is_some_and(|g| g.session.is_none()))
         .collect())
 }
+
 pub(super) async fn my_links(portal: Shared, req: HttpRequest) -> HttpResponse {
     let s = match require(&portal, &req, false).await {
         Ok(s) => s,
@@ -151,6 +155,7 @@ pub(super) async fn my_links(portal: Shared, req: HttpRequest) -> HttpResponse {
         Err(e) => unavailable(e),
     }
 }
+
 /// Revokes one of the person's own links (its live sessions are kicked). `Ok(false)`: no such
 /// link of theirs.
 pub(super) async fn revoke_own(
@@ -160,7 +165,7 @@ pub(super) async fn revoke_own(
 ) -> Result<bool, StoreError> {
     let mine = portal
         .store
-        .credentials_of(person, now_unix())
+        .links_in_force(Some(person), now_unix())
         .await?
         .iter()
         .any(|c| c.id == id);
@@ -172,15 +177,13 @@ pub(super) async fn revoke_own(
     }
     Ok(mine)
 }
+
 pub(super) async fn delete_link(
     portal: Shared,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(refused) = same_origin(&portal, &req) {
-        return refused;
-    }
-    let s = match require(&portal, &req, false).await {
+    let s = match require_change(&portal, &req, false).await {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -190,15 +193,13 @@ pub(super) async fn delete_link(
         Err(e) => unavailable(e),
     }
 }
+
 pub(super) async fn revoke_form(
     portal: Shared,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(refused) = same_origin(&portal, &req) {
-        return refused;
-    }
-    let s = match require(&portal, &req, true).await {
+    let s = match require_change(&portal, &req, true).await {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -207,6 +208,7 @@ pub(super) async fn revoke_form(
         Err(e) => unavailable(e),
     }
 }
+
 /// The streams page, with what was just made.
 pub(super) async fn streams_page(
     portal: &Portal,
@@ -312,21 +314,20 @@ pub(super) async fn streams_page(
     };
     html(StatusCode::OK, pages::streams(&portal.config.title, &page))
 }
+
 pub(super) async fn streams(portal: Shared, req: HttpRequest) -> HttpResponse {
     match require(&portal, &req, true).await {
         Ok(s) => streams_page(&portal, &s, None, false, None).await,
         Err(e) => e,
     }
 }
+
 pub(super) async fn link_form(
     portal: Shared,
     req: HttpRequest,
     form: web::Form<LinkRequest>,
 ) -> HttpResponse {
-    if let Err(refused) = same_origin(&portal, &req) {
-        return refused;
-    }
-    let s = match require(&portal, &req, true).await {
+    let s = match require_change(&portal, &req, true).await {
         Ok(s) => s,
         Err(e) => return e,
     };
@@ -348,6 +349,7 @@ pub(super) async fn link_form(
         Err(LinkRefused::Store(e)) => unavailable(e),
     }
 }
+
 /// The MediaMTX path and action a proxied URI is about: the path without its leading slash
 /// and without a last segment that is one of MediaMTX's HLS/WebRTC resources (a playlist or
 /// segment, `whep`/`whip` and their session URLs, the reader or publisher page's trailing
@@ -378,6 +380,7 @@ pub fn proxied_path(uri: &str) -> Option<(String, Action)> {
     let path = segments.join("/");
     links::valid_path(&path).then_some((path, action))
 }
+
 pub(super) async fn forward_auth(portal: Shared, req: HttpRequest) -> HttpResponse {
     let unauthorized = || {
         json_error(
@@ -434,6 +437,7 @@ pub(super) async fn forward_auth(portal: Shared, req: HttpRequest) -> HttpRespon
         .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
         .finish()
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
