@@ -139,6 +139,17 @@ impl IssuedCredentials {
         self.table.load().len()
     }
 
+    /// Every revoked credential: what sessions taken over from elsewhere (another replica, a
+    /// previous run) are checked against.
+    pub fn revoked(&self) -> Vec<Arc<Issued>> {
+        self.table
+            .load()
+            .values()
+            .filter(|c| c.revoked)
+            .cloned()
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

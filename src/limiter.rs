@@ -16,11 +16,13 @@
 //! not parse share one count. The limiter lives beside the policy, not in it, so its counts
 //! survive config reloads.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::cache::{FailureCounts, Reservation};
+use crate::cache::{FailureCounts, Reservation, SecretHasher, TtlMap};
 use crate::decision::Decision;
 use crate::request::Request;
 
@@ -54,6 +56,73 @@ pub struct Limiter {
     failures: FailureCounts,
     /// Requests denied by the limiter.
     pub denied: AtomicU64,
+    /// With a store: the failures other replicas counted, and ours they have yet to hear of.
+    shared: OnceLock<Arc<SharedCounts>>,
+}
+
+/// The limits' counts across replicas. Each replica counts its own failures in memory, as
+/// without a store; the store's sync task (`store::replicas`) writes them in batches and reads
+/// back what the others counted, which lowers the places left here. Keys are a keyed hash
+/// under a key every replica reads from the store, so they agree on keys without ever writing
+/// an address or a user name.
+pub struct SharedCounts {
+    hasher: SecretHasher,
+    /// Failures the other replicas counted, per key, and until when (Unix seconds).
+    others: TtlMap<u128, (u32, i64)>,
+    /// Whether `others` may hold anything: the common case (no spray anywhere) costs one load.
+    any_others: AtomicBool,
+    /// This replica's failures not yet written.
+    pending: Mutex<HashMap<u128, u32>>,
+}
+
+impl SharedCounts {
+    pub fn new(key: [u8; 16], window: Duration) -> Self {
+        SharedCounts {
+            hasher: SecretHasher::with_key(key),
+            others: TtlMap::new(1_000_000, window),
+            any_others: AtomicBool::new(false),
+            pending: Mutex::default(),
+        }
+    }
+
+    fn key(&self, domain: u8, bytes: &[u8]) -> u128 {
+        self.hasher.hash(domain, &[bytes])
+    }
+
+    fn others(&self, key: u128) -> u32 {
+        if !self.any_others.load(Ordering::Relaxed) {
+            return 0;
+        }
+        match self.others.get(&key) {
+            Some((n, until)) if until > crate::time::now_unix() => n,
+            _ => 0,
+        }
+    }
+
+    fn failed(&self, key: u128) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *pending.entry(key).or_default() += 1;
+    }
+
+    /// This replica's failures since the last call, for the store.
+    pub fn take_pending(&self) -> Vec<(u128, u32)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.drain().collect()
+    }
+
+    /// Puts back failures the store could not take: they are written with the next batch.
+    pub fn restore_pending(&self, failures: Vec<(u128, u32)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, n) in failures {
+            *pending.entry(key).or_default() += n;
+        }
+    }
+
+    /// What the other replicas counted for `key`, good until `until` (Unix seconds).
+    pub fn set_others(&self, key: u128, failures: u32, until: i64) {
+        self.others.insert(key, (failures, until));
+        self.any_others.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The places one request holds under the limits while it is decided; see
@@ -61,12 +130,17 @@ pub struct Limiter {
 pub struct Attempt {
     by_ip: Reservation,
     by_user: Reservation,
+    /// The shared keys of the places held, to tell the other replicas of a failure.
+    shared: Option<(Arc<SharedCounts>, [Option<u128>; 2])>,
 }
 
 impl Attempt {
     /// Settles the attempt: a failed one stays counted, any other gives its places back.
     pub fn finish(self, failed: bool) {
         if failed {
+            if let Some((shared, keys)) = &self.shared {
+                keys.iter().flatten().for_each(|k| shared.failed(*k));
+            }
             self.by_ip.fail();
             self.by_user.fail();
         } else {
@@ -115,7 +189,13 @@ impl Limiter {
             failures: FailureCounts::new(1_000_000, limits.failure_window),
             limits,
             denied: AtomicU64::new(0),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// Counts failures across replicas from now on (once; later calls change nothing).
+    pub fn share(&self, counts: Arc<SharedCounts>) {
+        let _ = self.shared.set(counts);
     }
 
     /// Takes this request's places under the limits, before anything is checked: `None` when
@@ -131,28 +211,34 @@ impl Limiter {
             return Some(Attempt {
                 by_ip: Reservation::none(),
                 by_user: Reservation::none(),
+                shared: None,
             });
         }
         let l = &self.limits;
+        let shared = self.shared.get();
+        let mut keys = [None, None];
         let by_ip = if l.max_failures_per_ip > 0 {
             let key = AddressKey::of(req);
             let (domain, bytes) = key.domain_and_bytes();
-            self.failures
-                .reserve(domain, bytes, l.max_failures_per_ip)
-                .await
+            let max = self.places(shared, domain, bytes, l.max_failures_per_ip, &mut keys[0]);
+            self.failures.reserve(domain, bytes, max).await
         } else {
             Some(Reservation::none())
         };
         let by_user = match by_ip {
             Some(_) if l.max_failures_per_user > 0 && !req.user.is_empty() => {
-                self.failures
-                    .reserve(1, req.user.as_bytes(), l.max_failures_per_user)
-                    .await
+                let bytes = req.user.as_bytes();
+                let max = self.places(shared, 1, bytes, l.max_failures_per_user, &mut keys[1]);
+                self.failures.reserve(1, bytes, max).await
             }
             _ => Some(Reservation::none()),
         };
         match (by_ip, by_user) {
-            (Some(by_ip), Some(by_user)) => Some(Attempt { by_ip, by_user }),
+            (Some(by_ip), Some(by_user)) => Some(Attempt {
+                by_ip,
+                by_user,
+                shared: shared.map(|s| (Arc::clone(s), keys)),
+            }),
             (by_ip, by_user) => {
                 // Give back whatever was taken: a limited request is not an attempt.
                 let limited_by_ip = by_ip.is_none();
@@ -171,6 +257,24 @@ impl Limiter {
                 None
             }
         }
+    }
+
+    /// The places under `max` this replica may fill: what the other replicas' failures left.
+    /// Notes the key the others know this one by in `shared_key`.
+    fn places(
+        &self,
+        shared: Option<&Arc<SharedCounts>>,
+        domain: u8,
+        bytes: &[u8],
+        max: u32,
+        shared_key: &mut Option<u128>,
+    ) -> u32 {
+        let Some(shared) = shared else {
+            return max;
+        };
+        let key = shared.key(domain, bytes);
+        *shared_key = Some(key);
+        max.saturating_sub(shared.others(key))
     }
 
     /// Whether a decision was a failed attempt: credentials that didn't check out. Denials for

@@ -365,6 +365,13 @@ impl Metrics {
         };
     }
 
+    /// Reports the store's state from now on: `mtx_auth_store_up{engine}` and
+    /// `mtx_auth_store_sync_age_seconds{engine}`.
+    pub fn watch_store(&mut self, health: Arc<crate::store::Health>, engine: &'static str) {
+        self.registry
+            .register_collector(Box::new(StoreScrape { health, engine }));
+    }
+
     /// Everything, as OpenMetrics text.
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut text = String::with_capacity(8 * 1024);
@@ -421,6 +428,39 @@ struct Scrape {
 impl fmt::Debug for Scrape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scrape").finish_non_exhaustive()
+    }
+}
+
+/// The store's state, read at each scrape.
+#[derive(Debug)]
+struct StoreScrape {
+    health: Arc<crate::store::Health>,
+    engine: &'static str,
+}
+
+impl Collector for StoreScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut up = gauge::<i64>(
+            "store_up",
+            "1 while the store answers (as the last read of it found), else 0: decisions go on \
+             from memory meanwhile; new sign-ins and new credentials fail.",
+            None,
+            "engine",
+        );
+        up.samples
+            .push((self.engine, ConstGauge::new(i64::from(self.health.is_up()))));
+        up.encode(&mut encoder)?;
+        let mut age = gauge::<f64>(
+            "store_sync_age",
+            "Time since the memory decisions read (stream credentials, revocations) was last \
+             brought in step with the store; absent until it first was.",
+            Some(&Unit::Seconds),
+            "engine",
+        );
+        if let Some(a) = self.health.sync_age(crate::time::now_unix()) {
+            age.samples.push((self.engine, ConstGauge::new(a as f64)));
+        }
+        age.encode(&mut encoder)
     }
 }
 

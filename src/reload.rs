@@ -17,14 +17,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError, Problem};
 use crate::policy::Policy;
-use crate::source::account::AccountSource;
+use crate::source::account::{AccountSource, NameLedger};
 use crate::source::jwks::KeyStore;
 
 /// The policy in use, and where it came from.
@@ -37,6 +37,9 @@ pub struct LivePolicy {
     pub generation: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Where account sources also reserve per-name attempts, with a shared store; handed to
+    /// the sources of every policy from now on.
+    ledger: OnceLock<Arc<dyn NameLedger>>,
 }
 
 impl LivePolicy {
@@ -48,6 +51,23 @@ impl LivePolicy {
             generation: AtomicU64::new(1),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            ledger: OnceLock::new(),
+        }
+    }
+
+    /// Has every account source, of this policy and of those reloads bring, reserve its
+    /// per-name attempts in `ledger` too (once; later calls change nothing).
+    pub fn use_ledger(&self, ledger: Arc<dyn NameLedger>) {
+        if self.ledger.set(ledger).is_ok() {
+            self.hand_ledger(&self.load());
+        }
+    }
+
+    fn hand_ledger(&self, policy: &Policy) {
+        if let Some(ledger) = self.ledger.get() {
+            for source in policy.accounts() {
+                source.use_ledger(Arc::clone(ledger));
+            }
         }
     }
 
@@ -90,6 +110,7 @@ impl LivePolicy {
             tracing::warn!("[store], [mediamtx] and [portal] take effect on restart");
         }
         adopt(&new, &old);
+        self.hand_ledger(&new);
         spawn_background(&new);
         self.current.store(Arc::new(new));
         self.reloads.fetch_add(1, Ordering::Relaxed);

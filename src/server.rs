@@ -498,6 +498,16 @@ async fn readyz(state: web::Data<Service>) -> HttpResponse {
         "reloads": live.reloads.load(Ordering::Relaxed),
         "reload_failures": live.reload_failures.load(Ordering::Relaxed),
     });
+    // The store's state is reported, never waited for: decisions go on from memory while it is
+    // down, and a readiness probe must not take MediaMTX's only auth service out for that.
+    if let Some(store) = &state.store {
+        let up = store.health.is_up();
+        body["store"] = serde_json::json!({
+            "engine": store.engine().as_str(),
+            "state": if up { "up" } else { "down" },
+            "sync_age_secs": store.health.sync_age(crate::time::now_unix()),
+        });
+    }
     let ready = waiting_for.is_empty();
     body["ready"] = ready.into();
     body["waiting_for"] = waiting_for.into();

@@ -28,7 +28,7 @@ pub struct Verifier {
     /// The stream credentials mtx-auth issued, asked before any source (empty without a store).
     pub issued: Arc<IssuedCredentials>,
     /// The secret mtx-auth's own calls to MediaMTX's API carry (kicks): good for `api` only.
-    pub api_secret: Option<Arc<str>>,
+    pub api_secret: Option<crate::sessions::api::ApiSecret>,
 }
 
 /// The queue was full, or the verification thread died; either way the answer is deny.
@@ -144,6 +144,7 @@ impl Verifier {
         let (Some(secret), Some(Action::Api)) = (&self.api_secret, req.action) else {
             return false;
         };
+        let secret = secret.load();
         let secret = secret.as_bytes();
         credential::ct_eq(secret, req.password.as_bytes())
             | credential::ct_eq(secret, req.token.as_bytes())

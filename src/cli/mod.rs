@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Moves the store to another engine: `store copy --from sqlite://OLD.db --to postgres://…`.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Print an mtx-auth config equivalent to a mediamtx.yml's authInternalUsers and authJWT*
     /// settings (stdout); notes on what could not be carried over exactly go to stderr.
     ImportMediamtx {
@@ -126,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Hash { sha256 } => hash(sha256),
         Command::Explain { config, request } => explain(&config.config, &request),
         Command::Token { command } => token::run(command),
+        Command::Store { command } => store_copy(command),
         Command::ImportMediamtx { file, method } => import_mediamtx(&file, method),
         Command::Healthcheck { url } => healthcheck(&url),
     };
@@ -169,6 +175,55 @@ fn load(path: &Path) -> Option<Config> {
     }
 }
 
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy a stopped store into a new, empty one (SQLite to PostgreSQL, when one replica
+    /// becomes several): credentials, shared secrets, web sessions, second factors, live
+    /// sessions. A PostgreSQL password comes from MTX_AUTH_STORE_PASSWORD.
+    Copy {
+        /// The store to copy: sqlite://FILE (relative to the current folder) or postgres://…
+        #[arg(long)]
+        from: String,
+        /// The new store, created and migrated if needed; it must hold nothing yet.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+fn store_copy(command: StoreCommand) -> anyhow::Result<ExitCode> {
+    let StoreCommand::Copy { from, to } = command;
+    let here = std::env::current_dir()?;
+    let url = |u: &str| {
+        crate::store::StoreUrl::parse(u, &here)
+            .map(|url| crate::store::StoreConfig {
+                url: url.with_password_from_env(),
+            })
+            .map_err(|e| anyhow::anyhow!("{u}: {e}"))
+    };
+    let (from, to) = (url(&from)?, url(&to)?);
+    if from == to {
+        anyhow::bail!("--from and --to are the same store");
+    }
+    if let crate::store::StoreUrl::Sqlite(path) = &from.url {
+        if !path.exists() {
+            anyhow::bail!("--from: {} does not exist", path.display());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let source = crate::store::Store::open(&from).await?;
+        let target = crate::store::Store::open(&to).await?;
+        let copied = crate::store::copy::copy(&source, &target).await?;
+        for (table, rows) in copied {
+            println!("{table}: {rows} rows");
+        }
+        println!("copied {} to {}", source.describe(), target.describe());
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log_guard = logging::init(args.log_format);
     // Before reading: a change made from here on is one the watcher must load.
@@ -205,7 +260,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let service = Service::open(Arc::clone(&live), store.as_ref(), mediamtx)
             .await
             .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
-        let service = Arc::new(service);
         let portal_server = match portal {
             Some((config, portal_listener)) => {
                 if config.secure && config.trusted_proxies.is_empty() {

@@ -45,15 +45,20 @@ impl Kicked {
     }
 }
 
+/// mtx-auth's own secret for MediaMTX's API, shared by the client that sends it and the
+/// verifier that recognises it. Replaced once when a PostgreSQL store that was down at start
+/// comes up (until then a secret of this process's own).
+pub type ApiSecret = std::sync::Arc<arc_swap::ArcSwap<String>>;
+
 /// A client for one or more MediaMTX APIs.
 #[derive(Clone)]
 pub struct MediamtxApi {
     http: reqwest::Client,
-    secret: std::sync::Arc<str>,
+    secret: ApiSecret,
 }
 
 impl MediamtxApi {
-    pub fn new(secret: std::sync::Arc<str>, timeout: Duration) -> Self {
+    pub fn new(secret: ApiSecret, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -71,7 +76,7 @@ impl MediamtxApi {
             let status = self
                 .http
                 .post(format!("{api}/v3/{kind}/kick/{id}"))
-                .basic_auth(API_USER, Some(&*self.secret))
+                .basic_auth(API_USER, Some(self.secret.load().as_str()))
                 .send()
                 .await
                 .map_err(|e| ApiError::Unreachable(without_url(e)))?
@@ -117,7 +122,7 @@ impl MediamtxApi {
                 .get(format!(
                     "{api}/v3/{list}/list?page={page}&itemsPerPage=1000"
                 ))
-                .basic_auth(API_USER, Some(&*self.secret))
+                .basic_auth(API_USER, Some(self.secret.load().as_str()))
                 .send()
                 .await
                 .map_err(|e| ApiError::Unreachable(without_url(e)))?;

@@ -1,7 +1,11 @@
-//! Keeps the memory that decisions read in step with the store: every [`POLL`] the credentials'
-//! revision is read (one small query), and when it moved, the rows changed since are applied to
+//! Keeps the memory that decisions read in step with the store: the credentials' revision is
+//! read (one small query), and when it moved, the rows changed since are applied to
 //! [`IssuedCredentials`]. A credential issued or revoked by the command line, another replica or
 //! the portal is thus in force within a second, with no reload; `/auth` never waits for it.
+//!
+//! SQLite is asked every [`POLL`]. PostgreSQL tells: writers `NOTIFY` on [`CHANNEL`] as they
+//! commit, the feed `LISTEN`s and reads at once, and asks anyway every [`CATCH_UP`] for what a
+//! lost listening connection missed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +16,16 @@ use crate::config::reader::parse_net;
 use crate::credential::{from_hex, hex};
 use crate::issued::{CredentialDigest, Issued, IssuedCredentials};
 use crate::permission::{Action, PathMatcher, Permission};
-use crate::store::{CredentialRecord, Store, StoreError};
+use crate::store::replicas::bounded;
+use crate::store::{CredentialRecord, Engine, Store, StoreError, CHANNEL};
+use crate::time::now_unix;
 
-/// How often the store is asked whether credentials changed: well inside the contract's second.
+/// How often a SQLite store is asked whether credentials changed: well inside the contract's
+/// second.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// How often a PostgreSQL store is asked even without a notification.
+pub const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// The credentials' side of the store, as far as this process has read it.
 pub struct CredentialFeed {
@@ -33,6 +43,7 @@ impl CredentialFeed {
             revision: -1,
         };
         feed.poll().await?;
+        feed.store.health.synced(now_unix());
         Ok(feed)
     }
 
@@ -56,14 +67,16 @@ impl CredentialFeed {
         Ok(credentials)
     }
 
-    /// Polls forever, handing the changed credentials to `changed`. A failed poll is logged
-    /// once per outage; decisions go on from memory meanwhile.
+    /// Follows the store forever, handing the changed credentials to `changed`. A failed read
+    /// is logged once per outage and marks the store down; decisions go on from memory.
     pub async fn run(mut self, changed: impl Fn(Vec<Arc<Issued>>)) {
         let mut failing = false;
+        let mut listener = None;
         loop {
-            tokio::time::sleep(POLL).await;
-            match self.poll().await {
+            self.wait(&mut listener).await;
+            match bounded(self.poll()).await {
                 Ok(ids) => {
+                    self.store.health.synced(now_unix());
                     if failing {
                         tracing::info!(store = %self.store.describe(), "store reachable again");
                         failing = false;
@@ -72,13 +85,70 @@ impl CredentialFeed {
                         changed(ids);
                     }
                 }
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "cannot read credential changes; deciding from what is in memory");
-                    failing = true;
+                Err(e) => {
+                    self.store.health.failed();
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot read credential changes; deciding from what is in memory");
+                        failing = true;
+                    }
                 }
-                Err(_) => {}
             }
         }
+    }
+
+    /// Until it is time to read again: the next poll, or (PostgreSQL) a notification or the
+    /// next catch-up. The listening connection is opened again when it was lost.
+    async fn wait(&self, listener: &mut Option<sqlx::postgres::PgListener>) {
+        let Some(url) = self
+            .store
+            .listen_url()
+            .filter(|_| self.store.engine() == Engine::Postgres)
+        else {
+            return tokio::time::sleep(POLL).await;
+        };
+        if listener.is_none() {
+            *listener = listen(url).await;
+            if listener.is_some() {
+                // Whatever was committed while nobody listened: read now.
+                return;
+            }
+        }
+        let Some(l) = listener else {
+            return tokio::time::sleep(CATCH_UP).await;
+        };
+        let sleep = tokio::time::sleep(CATCH_UP);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return,
+                got = l.try_recv() => match got {
+                    Ok(Some(n)) if n.payload() != "credentials" => continue,
+                    Ok(Some(_)) => return,
+                    // The connection was lost: listen again next time.
+                    Ok(None) | Err(_) => {
+                        *listener = None;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// A connection that `LISTEN`s on [`CHANNEL`], or `None` while the database cannot be reached.
+async fn listen(url: &str) -> Option<sqlx::postgres::PgListener> {
+    let connect = async {
+        let mut l = sqlx::postgres::PgListener::connect(url).await?;
+        l.listen(CHANNEL).await?;
+        Ok::<_, sqlx::Error>(l)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(l)) => Some(l),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cannot listen for store changes yet");
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -8,7 +8,11 @@
 //! decisions read up to date, and the registry writes behind.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rand::RngCore;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -16,8 +20,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
 pub mod config;
+pub mod copy;
 pub mod feed;
 pub mod portal;
+pub mod replicas;
 
 pub use config::{StoreConfig, StoreUrl};
 
@@ -44,20 +50,41 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The SQLite schema, in order. A new file is a new version; a released one never changes
-/// (sqlx refuses to start on a changed checksum).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "store",
-        include_str!("../../migrations/sqlite/0001_store.sql"),
-    ),
+/// The schema, in order, for both engines: the SQL is portable (see the files). A new file is a
+/// new version; a released one never changes (sqlx refuses to start on a changed checksum).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "store", include_str!("../../migrations/0001_store.sql")),
     (
         2,
         "portal",
-        include_str!("../../migrations/sqlite/0002_portal.sql"),
+        include_str!("../../migrations/0002_portal.sql"),
+    ),
+    (
+        3,
+        "replicas",
+        include_str!("../../migrations/0003_replicas.sql"),
     ),
 ];
+
+/// The channel a PostgreSQL store's writers notify and every replica's feed listens on.
+pub const CHANNEL: &str = "mtx_auth";
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The name `/readyz` and `/metrics` give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
 
 /// A permission as the store and `token list --json` write it: `{"action", "path"}`, the path
 /// as in `[[users]]` (empty for any path, `~` for a regex).
@@ -110,43 +137,116 @@ pub struct SessionRecord {
 pub struct Store {
     pool: AnyPool,
     what: String,
+    engine: Engine,
+    /// This process among the replicas sharing the store: random per start, so two processes
+    /// never take each other for themselves (`replicas` says who is alive).
+    replica: Arc<str>,
+    /// PostgreSQL's URL with its password, for the feed's `LISTEN` connection. Never shown.
+    listen_url: Option<Arc<str>>,
+    /// Whether the store answers, as the background tasks last found it.
+    pub health: Arc<Health>,
+}
+
+/// The store's state as `/readyz` and `/metrics` report it.
+#[derive(Debug, Default)]
+pub struct Health {
+    up: AtomicBool,
+    /// When the memory decisions read was last brought in step with the store (Unix seconds;
+    /// 0: never).
+    synced_at: AtomicI64,
+}
+
+impl Health {
+    /// The store answered, and the memory is in step with it as of `now`.
+    pub fn synced(&self, now: i64) {
+        self.up.store(true, Ordering::Relaxed);
+        self.synced_at.store(now, Ordering::Relaxed);
+    }
+
+    /// A query failed.
+    pub fn failed(&self) {
+        self.up.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the memory was last in step with the store; `None` before the first time.
+    pub fn sync_age(&self, now: i64) -> Option<i64> {
+        match self.synced_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some((now - at).max(0)),
+        }
+    }
 }
 
 impl Store {
     /// Opens the store, creating and migrating it on first use.
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let store = Store::new(config)?;
+        store.prepare().await?;
+        Ok(store)
+    }
+
+    /// The pool, not yet connected: a PostgreSQL server that is down at start must not keep
+    /// the service from deciding what needs no store. [`Store::prepare`] connects.
+    pub fn new(config: &StoreConfig) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let what = config.url.describe();
         let open = |source| StoreError::Open {
             what: what.clone(),
             source,
         };
-        let (url, migrations) = match &config.url {
+        let (url, engine, listen_url) = match &config.url {
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| open(sqlx::Error::Io(e)))?;
                 }
                 create_private(path).map_err(|e| open(sqlx::Error::Io(e)))?;
-                (sqlite_url(path), SQLITE_MIGRATIONS)
+                (sqlite_url(path), Engine::Sqlite, None)
+            }
+            StoreUrl::Postgres(pg) => {
+                let url = pg.connect_url();
+                (url.clone(), Engine::Postgres, Some(url.into()))
             }
         };
         let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&url)
-            .await
+            // Portal pages and sign-ins wait this long for a connection before they fail
+            // closed; `/auth` never waits for one.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(&url)
             .map_err(open)?;
-        if matches!(config.url, StoreUrl::Sqlite(_)) {
+        let mut id = [0u8; 9];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        Ok(Store {
+            pool,
+            what,
+            engine,
+            replica: crate::credential::hex(&id).into(),
+            listen_url,
+            health: Arc::default(),
+        })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        let open = |source| StoreError::Open {
+            what: self.what.clone(),
+            source,
+        };
+        if self.engine == Engine::Sqlite {
             // Readers never wait for the writer, and a second process (the command line beside a
             // running server) can write while the server reads. Kept in the file once set.
             sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
+                .execute(&self.pool)
                 .await
                 .map_err(open)?;
         }
         let migrator = Migrator {
             migrations: Cow::Owned(
-                migrations
+                MIGRATIONS
                     .iter()
                     .map(|(version, name, sql)| {
                         Migration::new(
@@ -162,13 +262,26 @@ impl Store {
             ..Migrator::DEFAULT
         };
         migrator
-            .run(&pool)
+            .run(&self.pool)
             .await
             .map_err(|source| StoreError::Migrate {
-                what: what.clone(),
+                what: self.what.clone(),
                 source,
-            })?;
-        Ok(Store { pool, what })
+            })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// This process's id among the replicas.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// PostgreSQL's URL for a `LISTEN` connection (password included; never shown).
+    pub fn listen_url(&self) -> Option<&str> {
+        self.listen_url.as_deref()
     }
 
     /// What the store is, for logs: the file or host, never a password.
@@ -185,7 +298,7 @@ impl Store {
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        let rev = bump(&mut tx, "credentials").await?;
+        let rev = self.bump(&mut tx, "credentials").await?;
         sqlx::query(
             "INSERT INTO credentials (id, digest, name, permissions, owner, created_at, expires_at, revoked_at, rev, ips, grant_info) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)",
@@ -218,7 +331,7 @@ impl Store {
     /// Revoking a revoked credential keeps its first revocation time.
     pub async fn revoke_credentials(&self, ids: &[String], now: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let rev = bump(&mut tx, "credentials").await?;
+        let rev = self.bump(&mut tx, "credentials").await?;
         let mut unknown = Vec::new();
         for id in ids {
             let done = sqlx::query(
@@ -243,12 +356,7 @@ impl Store {
 
     /// The revision of the credentials: it grows with every change.
     pub async fn credentials_revision(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query("SELECT value FROM revisions WHERE name = 'credentials'")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?,
-        )
+        self.revision("credentials").await
     }
 
     /// The credentials changed after revision `after`, and the revision they bring the reader to.
@@ -309,10 +417,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for s in added {
             sqlx::query(
-                "INSERT INTO sessions (id, api_url, protocol, action, path, ip, identity, grant_info, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                "INSERT INTO sessions (id, api_url, protocol, action, path, ip, identity, grant_info, created_at, replica) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (id) DO UPDATE SET api_url = $2, protocol = $3, action = $4, \
-                 path = $5, ip = $6, identity = $7, grant_info = $8, created_at = $9",
+                 path = $5, ip = $6, identity = $7, grant_info = $8, created_at = $9, replica = $10",
             )
             .bind(&s.id)
             .bind(&s.api_url)
@@ -323,12 +431,14 @@ impl Store {
             .bind(&s.identity)
             .bind(&s.grant)
             .bind(s.created_at)
+            .bind(&*self.replica)
             .execute(&mut *tx)
             .await?;
         }
         for id in removed {
-            sqlx::query("DELETE FROM sessions WHERE id = $1")
+            sqlx::query("DELETE FROM sessions WHERE id = $1 AND replica = $2")
                 .bind(id)
+                .bind(&*self.replica)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -336,34 +446,89 @@ impl Store {
         Ok(())
     }
 
-    /// Every session written before, for a server that starts again.
+    /// Every session any replica wrote (for `explain`).
     pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(&format!("{SELECT_SESSIONS} FROM sessions"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_record).collect()
+    }
+
+    /// Takes over the sessions written by replicas not seen alive since `alive_since` (Unix
+    /// seconds; `i64::MAX`: every other replica's), and returns them: this process kicks them
+    /// from now on. Each row goes to one adopter, however many ask at once.
+    pub async fn adopt_sessions(&self, alive_since: i64) -> Result<Vec<SessionRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, api_url, protocol, action, path, ip, identity, grant_info, created_at FROM sessions",
+            "UPDATE sessions SET replica = $1 WHERE replica <> $1 \
+             AND replica NOT IN (SELECT id FROM replicas WHERE seen_at >= $2) \
+             RETURNING id, api_url, protocol, action, path, ip, identity, grant_info, created_at",
         )
+        .bind(&*self.replica)
+        .bind(alive_since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SessionRecord {
-                    id: r.try_get(0)?,
-                    api_url: r.try_get(1)?,
-                    protocol: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    path: r.try_get(4)?,
-                    ip: r.try_get(5)?,
-                    identity: r.try_get(6)?,
-                    grant: r.try_get(7)?,
-                    created_at: r.try_get(8)?,
-                })
-            })
-            .collect()
+        rows.iter().map(session_record).collect()
+    }
+
+    /// Raises the revision `name` within `tx`, which serialises the writers of that kind: the
+    /// rows they stamp become visible in revision order. On PostgreSQL the change is also
+    /// announced on [`CHANNEL`] (delivered at commit), so other replicas read it at once rather
+    /// than at their next catch-up.
+    pub(crate) async fn bump(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        name: &str,
+    ) -> Result<i64, StoreError> {
+        let rev: i64 =
+            sqlx::query("UPDATE revisions SET value = value + 1 WHERE name = $1 RETURNING value")
+                .bind(name)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get(0)?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(rev)
+    }
+
+    /// A revision's current value.
+    pub(crate) async fn revision(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT value FROM revisions WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Closes the pool, waiting for what is in flight.
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+const SELECT_SESSIONS: &str =
+    "SELECT id, api_url, protocol, action, path, ip, identity, grant_info, created_at";
+
+fn session_record(r: &AnyRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: r.try_get(0)?,
+        api_url: r.try_get(1)?,
+        protocol: r.try_get(2)?,
+        action: r.try_get(3)?,
+        path: r.try_get(4)?,
+        ip: r.try_get(5)?,
+        identity: r.try_get(6)?,
+        grant: r.try_get(7)?,
+        created_at: r.try_get(8)?,
+    })
 }
 
 const SELECT_CREDENTIALS: &str = "SELECT id, digest, name, permissions, owner, created_at, expires_at, revoked_at, ips, grant_info FROM credentials";
@@ -389,18 +554,6 @@ fn credential_record(r: &AnyRow) -> Result<CredentialRecord, StoreError> {
         revoked_at: r.try_get(7)?,
         id,
     })
-}
-
-/// Raises the revision `name` within `tx`, which serialises the writers of that kind: the rows
-/// they stamp become visible in revision order.
-async fn bump(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query("UPDATE revisions SET value = value + 1 WHERE name = $1 RETURNING value")
-            .bind(name)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get(0)?,
-    )
 }
 
 /// Creates the database file, readable by its owner only, if it does not exist: it holds the

@@ -37,6 +37,7 @@ mod metrics;
 mod portal;
 mod proptests;
 mod reload;
+mod replicas;
 mod slow_clients;
 mod tokens;
 mod users;

@@ -24,7 +24,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -38,7 +38,7 @@ use crate::decision::{AccountToken, Source};
 use crate::permission::{self, Permission};
 use crate::request::Request;
 pub use crate::source::backend::{
-    device_id, AccountKind, Backend, CheckError, Credentials, Identity, OwnedCredentials,
+    device_id, AccountKind, Backend, BoxFuture, CheckError, Credentials, Identity, OwnedCredentials,
 };
 use crate::source::jwks::KeyStore;
 pub use settings::{AccountSettings, Override};
@@ -47,6 +47,27 @@ pub mod settings;
 
 /// How long a source is skipped after its upstream failed.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Where per-name attempts are reserved across replicas that share a store, so that together
+/// they never send an upstream more wrong passwords than `max_failures` (each replica's own
+/// count is not enough: three replicas with two places each reach Jellyfin's lockout). The
+/// store implements it; a source without one counts in memory only.
+pub trait NameLedger: Send + Sync {
+    /// Reserves one attempt for `name` at `upstream` under `max` within `window`:
+    /// `Ok(false)` when the failed and in-flight attempts of every replica reached it; `Err`
+    /// when the ledger cannot be asked, and the login must not go ahead.
+    fn reserve<'a>(
+        &'a self,
+        upstream: &'a str,
+        name: &'a str,
+        max: u32,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<bool, String>>;
+    /// The attempt did not fail (the upstream could not say): its place is free again.
+    fn release(&self, upstream: &str, name: &str);
+    /// A good login: the name's attempts start again, as the media server's do.
+    fn clear(&self, upstream: &str, name: &str);
+}
 
 /// A checked account, as cached.
 #[derive(Debug)]
@@ -200,6 +221,8 @@ pub struct AccountSource {
     pub stats: Stats,
     /// `AccountKind::portal_admins`: the upstream's administrators administer the portal.
     portal_admins: bool,
+    /// With a shared store: where logins also reserve their per-name place.
+    ledger: OnceLock<Arc<dyn NameLedger>>,
 }
 
 impl AccountSource {
@@ -238,7 +261,13 @@ impl AccountSource {
             answered: AtomicBool::new(false),
             stats: Stats::default(),
             portal_admins: false,
+            ledger: OnceLock::new(),
         }
+    }
+
+    /// Reserves per-name attempts in `ledger` too from now on (see [`NameLedger`]).
+    pub fn use_ledger(&self, ledger: Arc<dyn NameLedger>) {
+        let _ = self.ledger.set(ledger);
     }
 
     pub fn name(&self) -> &'static str {
@@ -379,6 +408,35 @@ impl AccountSource {
             }
             None => None,
         };
+        // Across replicas too, after the place here (which makes this replica's own logins for
+        // the name wait for each other rather than race to the database).
+        let shared = match (&name, self.ledger.get()) {
+            (Some(name), Some(ledger)) => {
+                let upstream = self.upstream();
+                let max = self.settings.max_failures;
+                let window = self.settings.failure_window;
+                let refused = match ledger.reserve(&upstream, name, max, window).await {
+                    Ok(true) => None,
+                    Ok(false) => {
+                        self.stats.limited.fetch_add(1, Ordering::Relaxed);
+                        Some(Answer::Limited)
+                    }
+                    Err(e) => {
+                        // Not the upstream's fault: it is not marked down.
+                        tracing::warn!(source = self.name(), error = %e, "cannot reserve this login's attempt in the store; denied without asking the upstream");
+                        Some(Answer::Unreachable)
+                    }
+                };
+                if let Some(answer) = refused {
+                    if let Some(r) = reservation {
+                        r.release();
+                    }
+                    return answer;
+                }
+                Some((ledger, upstream, name))
+            }
+            _ => None,
+        };
         self.stats.upstream_calls.fetch_add(1, Ordering::Relaxed);
         let result = self.backend.check(creds).await;
         if !matches!(result, Err(CheckError::Unreachable(_))) {
@@ -390,6 +448,9 @@ impl AccountSource {
                     r.release();
                     // The media server forgets failed logins after a good one; so do we.
                     self.failures.clear(0, name.as_bytes());
+                }
+                if let Some((ledger, upstream, name)) = shared {
+                    ledger.clear(&upstream, name);
                 }
                 let grant = Arc::new(self.grant(identity));
                 self.last_good.insert(key, Arc::clone(&grant));
@@ -407,6 +468,9 @@ impl AccountSource {
                 // Never read as wrong credentials: the place is given back.
                 if let Some(r) = reservation {
                     r.release();
+                }
+                if let Some((ledger, upstream, name)) = shared {
+                    ledger.release(&upstream, name);
                 }
                 self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 self.mark_down();

@@ -7,6 +7,7 @@ pub mod ldap;
 pub mod media;
 pub mod mediamtx;
 pub mod oidc;
+pub mod postgres;
 pub mod proxies;
 pub mod tls;
 
