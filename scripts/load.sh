@@ -31,6 +31,8 @@
 #   NO_BUILD=1          skip `cargo build`
 #   KEEP=1              keep the temp dir (config, logs, wrk output)
 #   CARGO_TARGET_DIR    honoured as cargo does (default: ./target)
+#   STORE_URL           give mtx-auth a [store] (sqlite://FILE or postgres://...): decisions must
+#                       not change speed with it, since /auth never waits for the store
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -133,6 +135,9 @@ issuer = "mtx-auth-load"
 [jellyfin]
 url = "$JELLYFIN_URL"
 EOF
+if [[ -n "${STORE_URL:-}" ]]; then
+    printf '\n[store]\nurl = "%s"\n' "$STORE_URL" >>"$CONFIG"
+fi
 
 for f in plain argon2 jwt jellyfin; do
     body_var="${f^^}_BODY"

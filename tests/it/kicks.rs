@@ -4,14 +4,13 @@
 //! changes the `[[users]]` entry that granted a session. Nothing that still has access is kicked.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::support::idp::{self, FakeIdp, KeyKind, TestKey};
 use crate::support::mediamtx::FakeMediamtx;
-use crate::support::{bin, temp_config, Binary, TestApp};
+use crate::support::{bin, revoke, temp_config, try_issue, Binary, TestApp};
 
 /// A config with a store and `[mediamtx]` pointing at `api` (and whatever `extra` adds).
 fn config(name: &str, api: &FakeMediamtx, extra: &str) -> PathBuf {
@@ -33,33 +32,7 @@ fn start(config: &Path, api: &FakeMediamtx) -> Binary {
 
 /// `token issue --json`; returns (id, credential).
 fn issue(config: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mtx-auth"))
-        .args(["token", "issue", "--json", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["id"].as_str().unwrap().to_owned(),
-        v["token"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn revoke(config: &Path, id: &str) {
-    let status = bin()
-        .args(["token", "revoke", "--config"])
-        .arg(config)
-        .arg(id)
-        .output()
-        .unwrap()
-        .status;
-    assert!(status.success());
+    try_issue(config, args).unwrap()
 }
 
 /// A request opening a session, as MediaMTX sends it.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::support::media::{FakeMediaServer, Flavor, UserSpec};
 use crate::support::mediamtx::FakeMediamtx;
 use crate::support::postgres::{self, OwnPostgres, TestDb};
-use crate::support::{bin, temp_config, Binary, TestApp};
+use crate::support::{bin, revoke, temp_config, try_issue, Binary, TestApp};
 
 /// A config on `db`'s store, with `[mediamtx]` at `api` and `extra` sections.
 fn config(db: &TestDb, api: &FakeMediamtx, extra: &str) -> PathBuf {
@@ -31,37 +31,9 @@ fn replicas(config: &Path, n: usize) -> Vec<Binary> {
     (0..n).map(|_| Binary::start(config)).collect()
 }
 
-/// `token issue --json`; returns (id, credential).
+/// A credential for `read:cam`: (id, credential), or the command's complaint.
 fn issue(config: &Path) -> Result<(String, String), String> {
-    let out = bin()
-        .args([
-            "token", "issue", "--json", "--name", "viewer", "--allow", "read:cam", "--config",
-        ])
-        .arg(config)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Ok((
-        v["id"].as_str().unwrap().to_owned(),
-        v["token"].as_str().unwrap().to_owned(),
-    ))
-}
-
-fn revoke(config: &Path, id: &str) {
-    let out = bin()
-        .args(["token", "revoke", "--config"])
-        .arg(config)
-        .arg(id)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    try_issue(config, &["--name", "viewer", "--allow", "read:cam"])
 }
 
 fn read(ip: &str, user: &str, pass: &str, id: &str) -> Value {

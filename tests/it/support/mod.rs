@@ -374,3 +374,37 @@ pub fn test_env() {
         );
     });
 }
+
+/// `mtx-auth token issue --json --config CONFIG ARGS…`: (id, credential), or what it printed
+/// on stderr when it failed.
+pub fn try_issue(config: &std::path::Path, args: &[&str]) -> Result<(String, String), String> {
+    let out = bin()
+        .args(["token", "issue", "--json", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Ok((
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    ))
+}
+
+/// `mtx-auth token revoke --config CONFIG ID`, which must succeed.
+pub fn revoke(config: &std::path::Path, id: &str) {
+    let out = bin()
+        .args(["token", "revoke", "--config"])
+        .arg(config)
+        .arg(id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

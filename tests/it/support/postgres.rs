@@ -144,6 +144,12 @@ impl OwnPostgres {
     }
 
     fn run(&self, program: &str, args: &[&str]) {
+        if let Err(e) = self.try_run(program, args) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let program = self.bin.join(program);
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
@@ -152,14 +158,16 @@ impl OwnPostgres {
         } else {
             Command::new(&program)
         };
-        let out = cmd.args(args).output().expect("run a PostgreSQL program");
-        assert!(
-            out.status.success(),
-            "{}: {}{}",
-            program.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cmd.args(args).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "{}: {}{}",
+                program.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
     }
 
     /// Starts the server (again), waiting until it accepts connections.
@@ -188,8 +196,14 @@ impl OwnPostgres {
 
     /// Stops the server at once (`-m immediate`: as a crash or a cut cable looks to clients).
     pub fn stop(&self) {
+        if let Err(e) = self.try_stop() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_stop(&self) -> Result<(), String> {
         let data = self.dir.join("data");
-        self.run(
+        self.try_run(
             "pg_ctl",
             &[
                 "-D",
@@ -199,7 +213,7 @@ impl OwnPostgres {
                 "-w",
                 "stop",
             ],
-        );
+        )
     }
 
     /// A new database on this server.
@@ -210,20 +224,8 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = std::panic::catch_unwind(|| {
-            self.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-            )
-        });
+        // Already stopped by the test, or never started: nothing to do.
+        let _ = self.try_stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
