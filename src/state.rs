@@ -241,8 +241,8 @@ impl StoreStart {
         })
     }
 
-    /// [`StoreStart::read`] until it succeeds, waiting longer after each failure (1 s, 2 s, …
-    /// at most 5 s), so the service catches up within seconds of the store's return.
+    /// [`StoreStart::read`] until it succeeds, every 1 s, then every 2 s: the service catches up
+    /// within the contract's 3 s of the store's return.
     async fn reach(store: &Store, issued: &Arc<IssuedCredentials>) -> Self {
         let mut wait = Duration::from_secs(1);
         loop {
@@ -251,7 +251,7 @@ impl StoreStart {
                 Ok(start) => return start,
                 Err(e) => {
                     tracing::debug!(error = %e, "store still unreachable");
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    wait = Duration::from_secs(2);
                 }
             }
         }
