@@ -77,7 +77,9 @@ async fn transactions(admin: &mut PgConnection, db: &str) -> i64 {
 #[actix_web::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let binary = args.get(1).expect("usage: replicas MTX_AUTH_BINARY [RUNS] [POSTGRES_URL]");
+    let binary = args
+        .get(1)
+        .expect("usage: replicas MTX_AUTH_BINARY [RUNS] [POSTGRES_URL]");
     let runs: usize = args.get(2).map_or(100, |r| r.parse().unwrap());
     let server = args
         .get(3)
@@ -98,7 +100,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"{url}\"\n\n[server]\nmax_failures_per_ip = 5\n\n\
+            "[store]\nurl = \"{url}\"\n\n[server]\nmax_failures_per_ip = 1000\n\n\
              [[users]]\nuser = \"alice\"\npass = \"right\"\npermissions = [{{ action = \"read\" }}]\n"
         ),
     )
@@ -141,8 +143,10 @@ async fn main() {
             })
             .await
             .unwrap();
+        // An address per round: polls that arrive before the credential count as failures.
+        let ip = format!("10.200.{}.{}", run / 256, run % 256);
         let body = serde_json::json!({"user": "", "password": new.token, "token": "",
-            "ip": "10.0.0.1", "action": "read", "path": "cam", "protocol": "rtsp",
+            "ip": ip, "action": "read", "path": "cam", "protocol": "rtsp",
             "id": "", "query": ""});
         for base in &bases {
             while status(&http, base, &body).await != 200 {
@@ -189,51 +193,72 @@ async fn main() {
     let idle = transactions(&mut admin, &db).await - idle_from;
     let idle_secs = idle_start.elapsed().as_secs_f64();
 
-    let before = transactions(&mut admin, &db).await;
-    let start = Instant::now();
-    let attempts: Vec<_> = (0..1000u32)
-        .map(|i| {
-            let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
-            let body = serde_json::json!({"user": "alice", "password": format!("guess{i}"),
-                "token": "", "ip": ip, "action": "read", "path": "cam", "protocol": "rtsp",
-                "id": "", "query": ""});
-            (bases[i as usize % 3].clone(), body)
-        })
-        .collect();
-    let denied = std::sync::atomic::AtomicUsize::new(0);
-    futures_util::stream::StreamExt::for_each_concurrent(
-        futures_util::stream::iter(attempts),
-        16,
-        |(base, body)| {
-            let (http, denied) = (&http, &denied);
-            async move {
-                if status(http, &base, &body).await == 401 {
-                    denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for (label, pace) in [
+        ("at once, 16 at a time", None),
+        ("paced over 10 s", Some(10)),
+    ] {
+        let offset = if pace.is_some() { 1000 } else { 0 };
+        let before = transactions(&mut admin, &db).await;
+        let start = Instant::now();
+        let attempts: Vec<_> = (offset..offset + 1000u32)
+            .map(|i| {
+                let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+                let body = serde_json::json!({"user": "alice", "password": format!("guess{i}"),
+                    "token": "", "ip": ip, "action": "read", "path": "cam", "protocol": "rtsp",
+                    "id": "", "query": ""});
+                (bases[i as usize % 3].clone(), body)
+            })
+            .collect();
+        let denied = std::sync::atomic::AtomicUsize::new(0);
+        let count = |code: u16| {
+            if code == 401 {
+                denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        match pace {
+            None => {
+                futures_util::stream::StreamExt::for_each_concurrent(
+                    futures_util::stream::iter(attempts),
+                    16,
+                    |(base, body)| {
+                        let http = &http;
+                        let count = &count;
+                        async move { count(status(http, &base, &body).await) }
+                    },
+                )
+                .await
+            }
+            Some(ms) => {
+                for (base, body) in attempts {
+                    count(status(&http, &base, &body).await);
+                    actix_web::rt::time::sleep(Duration::from_millis(ms)).await;
                 }
             }
-        },
-    )
-    .await;
-    let spray_secs = start.elapsed().as_secs_f64();
-    // The failures of the last batch are written within a sync period.
-    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
-    let during = transactions(&mut admin, &db).await - before;
-    let span = start.elapsed().as_secs_f64();
-    println!(
-        "spray: 1000 wrong passwords from 1000 addresses over 3 replicas in {spray_secs:.2} s \
-         ({} denied); database transactions: {during} in the {span:.1} s from its start \
-         ({:.1}/s), against {idle} in {idle_secs:.1} s idle ({:.1}/s)",
-        denied.into_inner(),
-        during as f64 / span,
-        idle as f64 / idle_secs,
-    );
+        }
+        let spray_secs = start.elapsed().as_secs_f64();
+        // The failures of the last batch are written within a sync period.
+        actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+        let during = transactions(&mut admin, &db).await - before;
+        let span = start.elapsed().as_secs_f64();
+        println!(
+            "spray {label}: 1000 wrong passwords from 1000 addresses over 3 replicas in \
+             {spray_secs:.2} s ({} denied); database transactions in the {span:.1} s from its \
+             start: {during} ({:.1}/s), against {:.1}/s idle",
+            denied.into_inner(),
+            during as f64 / span,
+            idle as f64 / idle_secs,
+        );
+    }
     let mut conn = PgConnection::connect(&url).await.unwrap();
     let rows: i64 = sqlx::query("SELECT count(*) FROM limit_failures")
         .fetch_one(&mut conn)
         .await
         .unwrap()
         .get(0);
-    println!("limit_failures rows after the spray: {rows} (one per address and replica)");
+    println!(
+        "limit_failures rows after the sprays: {rows} (one per address and replica that counted a \
+         failure, the propagation rounds' early polls included)"
+    );
 
     for mut child in children {
         let _ = child.kill();

@@ -97,6 +97,12 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignInLabels {
+    method: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -150,6 +156,7 @@ pub struct Metrics {
     timed_out: Counter,
     too_large: Counter,
     verification: Arc<VerificationCaches>,
+    signins: Family<SignInLabels, Counter>,
 }
 
 /// The decision latency histogram, without a lock: an atomic counter per bucket and the sum in
@@ -250,6 +257,15 @@ impl Metrics {
         let too_large = bad_requests
             .get_or_create(&StatusLabels { status: "413" })
             .clone();
+        let signins = Family::<SignInLabels, Counter>::default();
+        registry.register(
+            "portal_signins",
+            "Sign-ins to the viewer portal by method (password, plex, oidc, and totp for the \
+             second factor) and result (ok; rejected: wrong credentials, a refused account or \
+             code; limited: too many failed attempts; unavailable: the store or an upstream \
+             could not be reached)",
+            signins.clone(),
+        );
         let kicks = KickCounters::default();
         registry.register(
             "kicks",
@@ -288,7 +304,16 @@ impl Metrics {
             timed_out,
             too_large,
             verification,
+            signins,
         }
+    }
+
+    /// Counts one portal sign-in step: `method` is `password`, `plex`, `oidc` or `totp`;
+    /// `result` is `ok`, `rejected`, `limited` or `unavailable`.
+    pub fn record_signin(&self, method: &'static str, result: &'static str) {
+        self.signins
+            .get_or_create(&SignInLabels { method, result })
+            .inc();
     }
 
     /// Counts one decision, made with `policy` for `req` in `elapsed`.

@@ -8,7 +8,8 @@
 //! - A module per feature: the HTTP contract (`http`), TOML users (`users`), JWTs (`jwt`),
 //!   account sources (`accounts`: Jellyfin and Emby, Plex, OIDC), failure limits (`limits`), hot
 //!   reload (`reload`), the binary's subcommands (`cli`), logs (`logs`), slow clients
-//!   (`slow_clients`), `/metrics` (`metrics`), `import-mediamtx` (`import`), the deployment files
+//!   (`slow_clients`), `/metrics` (`metrics`), the Prometheus rules and Grafana dashboard against
+//!   a real Prometheus (`monitoring`), `import-mediamtx` (`import`), the deployment files
 //!   (`deploy`), the docs' configs (`docs`), hostile requests (`hostile`), MediaMTX's own test
 //!   rows (`conformance`) and property tests (`proptests`).
 //!
@@ -34,6 +35,7 @@ mod kicks;
 mod limits;
 mod logs;
 mod metrics;
+mod monitoring;
 mod portal;
 mod proptests;
 mod reload;

@@ -64,7 +64,9 @@ pub(super) async fn mfa_code(
     if s.session.complete {
         return see_other("/");
     }
+    let metrics = &portal.service.metrics;
     let Some(attempt) = attempt(&portal, &req, &s.session.person, &form.code).await else {
+        metrics.record_signin("totp", "limited");
         return html(
             StatusCode::TOO_MANY_REQUESTS,
             pages::mfa(title, Some("Too many failed attempts; try again later.")),
@@ -74,10 +76,12 @@ pub(super) async fn mfa_code(
         Ok(good) => good,
         Err(e) => {
             finish(attempt, false);
+            metrics.record_signin("totp", "unavailable");
             return unavailable(e);
         }
     };
     finish(attempt, !good);
+    metrics.record_signin("totp", if good { "ok" } else { "rejected" });
     if !good {
         let failures = match portal
             .store

@@ -52,7 +52,9 @@ pub(super) async fn login(
             pages::login(&portal.config.title, &choices(&portal), Some(message)),
         )
     };
+    let metrics = &portal.service.metrics;
     let Some(attempt) = attempt(&portal, &req, &form.username, &form.password).await else {
+        metrics.record_signin("password", "limited");
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             &SignInError::Limited.to_string(),
@@ -68,6 +70,7 @@ pub(super) async fn login(
     )
     .await;
     finish(attempt, outcome == Err(SignInError::Rejected));
+    metrics.record_signin("password", signin_result(&outcome));
     match outcome {
         Ok((person, digests)) => {
             tracing::info!(source = %person.source, user = %person.name, "portal: signed in");
@@ -85,6 +88,16 @@ pub(super) async fn login(
             StatusCode::SERVICE_UNAVAILABLE,
             &SignInError::Unavailable.to_string(),
         ),
+    }
+}
+
+/// The `result` label of `mtx_auth_portal_signins_total` for a sign-in's outcome.
+fn signin_result<T>(outcome: &Result<T, SignInError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(SignInError::Rejected) => "rejected",
+        Err(SignInError::Limited) => "limited",
+        Err(SignInError::Unavailable) => "unavailable",
     }
 }
 
@@ -119,7 +132,14 @@ pub(super) async fn oidc_callback(portal: Shared, req: HttpRequest) -> HttpRespo
     };
     let callback = crate::portal::oidc::Callback::parse(req.query_string());
     let pending = cookie(&req, PENDING_COOKIE);
-    match provider.finish(&portal.store, pending, &callback).await {
+    let finished = provider.finish(&portal.store, pending, &callback).await;
+    let result = match &finished {
+        Ok(_) => "ok",
+        Err(e) if e.status() >= 500 => "unavailable",
+        Err(_) => "rejected",
+    };
+    portal.service.metrics.record_signin("oidc", result);
+    match finished {
         Ok(mut person) => {
             person.admin = portal.is_admin(&person);
             tracing::info!(source = %person.source, user = %person.name, "portal: signed in");
@@ -340,9 +360,11 @@ pub(super) async fn plex_poll(
         Ok(Some(token)) => token,
         Err(crate::source::account::CheckError::Rejected(_)) => {
             let _ = portal.store.take_pending(&digest, "plex", now).await;
+            portal.service.metrics.record_signin("plex", "rejected");
             return status("denied");
         }
         Err(e) => {
+            portal.service.metrics.record_signin("plex", "unavailable");
             tracing::warn!(error = %e, "portal: cannot ask plex.tv about a PIN");
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -357,7 +379,12 @@ pub(super) async fn plex_poll(
         Err(e) => return unavailable(e),
     }
     let creds = crate::source::account::Credentials::Token(&token);
-    let person = match people::with_token(&source, &creds).await {
+    let outcome = people::with_token(&source, &creds).await;
+    portal
+        .service
+        .metrics
+        .record_signin("plex", signin_result(&outcome));
+    let person = match outcome {
         Ok(person) => person,
         Err(SignInError::Rejected) => {
             tracing::info!("portal: a Plex account without access to the server was refused");

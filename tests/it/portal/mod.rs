@@ -452,6 +452,18 @@ async fn sign_in_attempts_share_the_brute_force_limit() {
             .await,
         401
     );
+    // Counted by method and result: three refused, six turned away by the limit.
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (result, n) in [("rejected", 3), ("limited", 6)] {
+        let line =
+            format!("mtx_auth_portal_signins_total{{method=\"password\",result=\"{result}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
 }
 
 #[actix_web::test]
