@@ -145,11 +145,24 @@ impl OidcProvider {
     }
 
     /// As [`OidcProvider::try_start_with`], with the portal client's settings too.
+    ///
+    /// A provider that has not said READY within [`READY_TIMEOUT`] is killed and started once
+    /// more: once in a CI run, on a loaded machine, one printed its start-up warning and then
+    /// nothing for a minute (where it usually takes half a second). A second silence fails,
+    /// with both outputs.
     pub fn try_start_full(
         options: OidcOptions,
         portal: &PortalOptions,
     ) -> Result<OidcProvider, String> {
         ensure_installed()?;
+        Self::start_once(&options, portal).or_else(|first| {
+            eprintln!("OIDC provider: starting again: {first}");
+            Self::start_once(&options, portal)
+                .map_err(|second| format!("{second}\n--- the first attempt: {first}"))
+        })
+    }
+
+    fn start_once(options: &OidcOptions, portal: &PortalOptions) -> Result<OidcProvider, String> {
         let mut cmd = Command::new("node");
         cmd.arg(oidc_dir().join("provider.mjs"))
             .arg("0")
@@ -196,10 +209,14 @@ impl OidcProvider {
                 Ok(provider)
             }
             Err(_) => {
+                let state = match provider.child.try_wait() {
+                    Ok(Some(status)) => format!("it exited ({status})"),
+                    _ => "it was still running".to_string(),
+                };
                 let _ = provider.child.kill();
                 let _ = provider.child.wait();
                 Err(format!(
-                    "no READY line within {READY_TIMEOUT:?}; its output:\n{}",
+                    "no READY line within {READY_TIMEOUT:?} ({state}); its output:\n{}",
                     provider.output()
                 ))
             }
