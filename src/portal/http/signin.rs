@@ -343,7 +343,10 @@ pub(super) async fn plex_poll(
             Err(_) => return status("denied"),
         },
         Ok(None) => return status("denied"),
-        Err(e) => return unavailable(e),
+        Err(e) => {
+            portal.service.metrics.record_signin("plex", "unavailable");
+            return unavailable(e);
+        }
     };
     if !crate::credential::ct_eq(pending.handle.as_bytes(), query.id.as_bytes()) {
         return status("denied");
@@ -376,7 +379,10 @@ pub(super) async fn plex_poll(
     match portal.store.take_pending(&digest, "plex", now).await {
         Ok(Some(_)) => {}
         Ok(None) => return status("denied"),
-        Err(e) => return unavailable(e),
+        Err(e) => {
+            portal.service.metrics.record_signin("plex", "unavailable");
+            return unavailable(e);
+        }
     }
     let creds = crate::source::account::Credentials::Token(&token);
     let outcome = people::with_token(&source, &creds).await;
