@@ -136,8 +136,8 @@ where
 }
 
 /// Whether an error reading a body is [`Bounded`]'s timeout.
-pub fn is_timeout(e: &actix_web::Error) -> bool {
-    matches!(e.as_error::<PayloadError>(), Some(PayloadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut)
+pub fn is_timeout(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut)
 }
 
 /// The request's body with its deadline. The timer is only started when the body is not all

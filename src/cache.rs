@@ -126,9 +126,17 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
     /// The live value for `key` unless `replace` says it must go; otherwise a new value from
     /// `make`, inserted. Atomic: concurrent callers get the same value.
     pub fn get_or_replace(&self, key: K, make: impl Fn() -> V, replace: impl Fn(&V) -> bool) -> V {
-        self.make_room();
         let now = Instant::now();
         let map = self.map.pin();
+        // The common case, a live value to keep, is a plain read; `compute` below settles the
+        // rest atomically (and looks again, so a value replaced in between is not missed).
+        if let Some(e) = map
+            .get(&key)
+            .filter(|e| e.expires > now && !replace(&e.value))
+        {
+            return e.value.clone();
+        }
+        self.make_room();
         let result = map.compute(key, |entry| match entry {
             Some((_, e)) if e.expires > now && !replace(&e.value) => {
                 papaya::Operation::Abort(e.value.clone())

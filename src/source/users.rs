@@ -15,12 +15,12 @@
 //! holds user positions and compares against the names in those buffers, so no name is stored
 //! twice.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry, HashTable};
 use ipnet::{IpNet, Ipv4Net};
 use sha2::{Digest, Sha256};
