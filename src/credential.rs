@@ -115,7 +115,7 @@ impl CredentialRef<'_> {
     pub fn verify(self, guess: &str) -> bool {
         match self {
             CredentialRef::Plain(p) => ct_eq(p, guess.as_bytes()),
-            CredentialRef::Sha256(d) => bool::from(Sha256::digest(guess.as_bytes()).ct_eq(d)),
+            CredentialRef::Sha256(d) => ct_eq(&Sha256::digest(guess.as_bytes()), d),
             CredentialRef::Argon2(h) => h.verify(guess),
         }
     }

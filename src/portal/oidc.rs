@@ -28,7 +28,6 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::permission::Permission;
 use crate::portal::config::PortalOidc;
@@ -281,7 +280,7 @@ impl Provider {
             return Err(OidcError::Refused(error));
         }
         let state = callback.state.as_deref().unwrap_or_default();
-        if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
+        if !crate::credential::ct_eq(state.as_bytes(), pending.state.as_bytes()) {
             tracing::info!("portal: an OIDC callback with the wrong state was refused");
             return Err(OidcError::State);
         }
@@ -740,7 +739,7 @@ fn check_id_claims(
         return Err(JwtError::NotYetValid.to_string());
     }
     let theirs = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
-    if !bool::from(theirs.as_bytes().ct_eq(nonce.as_bytes())) {
+    if !crate::credential::ct_eq(theirs.as_bytes(), nonce.as_bytes()) {
         return Err("token nonce is not the sign-in's".into());
     }
     match claims.get("sub").and_then(Value::as_str) {
