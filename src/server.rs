@@ -498,14 +498,17 @@ async fn scrape(state: web::Data<Service>) -> HttpResponse {
         Ok(text) => HttpResponse::Ok()
             .content_type(metrics::CONTENT_TYPE)
             .body(text),
-        Err(_) => HttpResponse::InternalServerError().json(ErrorBody {
-            error: "could not encode metrics",
-        }),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ErrorBody {
+                error: "could not encode metrics",
+            },
+        ),
     }
 }
 
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
 /// Ready once the config is loaded (before the server accepts anything) and every remote
@@ -562,11 +565,11 @@ async fn readyz(state: web::Data<Service>) -> HttpResponse {
     let ready = waiting_for.is_empty();
     body["ready"] = ready.into();
     body["waiting_for"] = waiting_for.into();
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    let status = match ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    json_response(status, &body)
 }
 
 #[cfg(test)]

@@ -337,16 +337,19 @@ pub(super) async fn plex_poll(
     };
     let digest = crate::portal::digest(cookie);
     let now = now_unix();
+    // The store failing at either end of the poll makes the sign-in unavailable, as plex.tv
+    // not answering does.
+    let store_down = |e| {
+        portal.service.metrics.record_signin("plex", "unavailable");
+        unavailable(e)
+    };
     let pending: PendingPin = match portal.store.pending(&digest, "plex", now).await {
         Ok(Some(data)) => match serde_json::from_str(&data) {
             Ok(p) => p,
             Err(_) => return status("denied"),
         },
         Ok(None) => return status("denied"),
-        Err(e) => {
-            portal.service.metrics.record_signin("plex", "unavailable");
-            return unavailable(e);
-        }
+        Err(e) => return store_down(e),
     };
     if !crate::credential::ct_eq(pending.handle.as_bytes(), query.id.as_bytes()) {
         return status("denied");
@@ -379,10 +382,7 @@ pub(super) async fn plex_poll(
     match portal.store.take_pending(&digest, "plex", now).await {
         Ok(Some(_)) => {}
         Ok(None) => return status("denied"),
-        Err(e) => {
-            portal.service.metrics.record_signin("plex", "unavailable");
-            return unavailable(e);
-        }
+        Err(e) => return store_down(e),
     }
     let creds = crate::source::account::Credentials::Token(&token);
     let outcome = people::with_token(&source, &creds).await;
