@@ -21,6 +21,10 @@
 //! answered: the body has its own, and a decision may wait for an upstream) and when its answer
 //! is written.
 //!
+//! `POST /auth` does not pass through [`Bounded`]: `server::auth_direct` reads its body under
+//! the same [`Deadline`] and hands it to the answer ([`HeldRequest::Owned`]) when it did not
+//! read it to its end, at no cost for a body read whole.
+//!
 //! MediaMTX sends its whole body at once, right behind the head: none of this ever touches it.
 
 use std::cell::{Cell, RefCell};
@@ -95,13 +99,7 @@ where
         let payload = req.take_payload();
         // No body (a GET, or a POST with Content-Length: 0): nothing to time or to hold.
         let body = (!matches!(payload, Payload::None)).then(|| {
-            let body = Rc::new(RefCell::new(Deadline {
-                payload,
-                deadline: Instant::now() + BODY_TIMEOUT,
-                sleep: None,
-                expired: false,
-                eager_poll: true,
-            }));
+            let body = Rc::new(RefCell::new(Deadline::new(payload, Instant::now())));
             let shared: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
                 Box::pin(Shared(Rc::clone(&body)));
             req.set_payload(Payload::from(shared));
@@ -131,6 +129,7 @@ where
         let this = self.get_mut();
         let res = std::task::ready!(Pin::new(&mut this.call).poll(cx))?;
         let (body, answered) = this.held.take().expect("polled after completion");
+        let body = body.map(HeldRequest::Shared);
         Poll::Ready(Ok(res.map_body(|_, b| Held::new(b, body, answered))))
     }
 }
@@ -141,7 +140,8 @@ pub fn is_timeout(e: &PayloadError) -> bool {
 }
 
 /// The request's body with its deadline. The timer is only started when the body is not all
-/// there yet, so a request that arrives whole costs a clock read, not a timer.
+/// there yet, so a request that arrives whole costs no timer, and no clock read beyond the one
+/// its head's arrival was timed with.
 ///
 /// "Not all there" is not the first poll's answer: actix polls the handler once as soon as the
 /// head is parsed (`eager_poll`), before it has parsed the body that came in the same read,
@@ -149,7 +149,7 @@ pub fn is_timeout(e: &PayloadError) -> bool {
 /// poll starts the timer. (`chunked_and_trickled_bodies_end` and
 /// `a_head_without_its_body_is_answered_408` in the slow-client tests would catch an actix
 /// that stopped polling twice.)
-struct Deadline {
+pub struct Deadline {
     payload: Payload,
     deadline: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -158,10 +158,22 @@ struct Deadline {
 }
 
 impl Deadline {
+    /// `payload`, to arrive within [`BODY_TIMEOUT`] of `head`, when its head arrived.
+    pub fn new(payload: Payload, head: Instant) -> Self {
+        Deadline {
+            payload,
+            deadline: head + BODY_TIMEOUT,
+            sleep: None,
+            expired: false,
+            eager_poll: true,
+        }
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        // Checked before each read, so a body trickling in a byte at a time ends too. (Not at
-        // the eager poll: the deadline was set a moment ago.)
-        if self.expired || (!self.eager_poll && Instant::now() >= self.deadline) {
+        // Checked before each read, so a body trickling in a byte at a time ends too. Only a
+        // body that has had to wait has a timer, and the timer knows whether it has fired: no
+        // clock read. (A body that never waited arrived within its deadline.)
+        if self.expired || self.sleep.as_ref().is_some_and(|s| s.is_elapsed()) {
             return self.expire();
         }
         match Pin::new(&mut self.payload).poll_next(cx) {
@@ -194,6 +206,14 @@ impl Deadline {
     }
 }
 
+impl Stream for Deadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Deadline::poll_next(self.get_mut(), cx)
+    }
+}
+
 /// What the handler reads: the body, shared with the response that will hold it.
 struct Shared(Rc<RefCell<Deadline>>);
 
@@ -211,14 +231,22 @@ impl Stream for Shared {
 /// Dropped once written, it starts the connection's deadline for its next head.
 pub struct Held {
     body: BoxBody,
-    _request: Option<Rc<RefCell<Deadline>>>,
+    _request: Option<HeldRequest>,
     _answered: Answered,
 }
 
+/// The request body a response holds: shared with the handler that read it ([`Bounded`]), or
+/// handed over by it (`/auth`, which reads its body itself and gives it up only when it did not
+/// read it to its end).
+pub enum HeldRequest {
+    Shared(Rc<RefCell<Deadline>>),
+    Owned(Deadline),
+}
+
 impl Held {
-    fn new(
+    pub fn new(
         body: impl MessageBody + 'static,
-        request: Option<Rc<RefCell<Deadline>>>,
+        request: Option<HeldRequest>,
         answered: Answered,
     ) -> Self {
         Held {
@@ -255,10 +283,10 @@ pub struct NextHead(Cell<Option<Instant>>);
 
 /// A request being answered; dropped when its answer is written (or abandoned), which starts
 /// the deadline for the connection's next head.
-struct Answered(Option<Rc<NextHead>>);
+pub struct Answered(Option<Rc<NextHead>>);
 
 impl Answered {
-    fn start(next_head: Option<&Rc<NextHead>>) -> Self {
+    pub fn start(next_head: Option<&Rc<NextHead>>) -> Self {
         let next_head = next_head.map(Rc::clone);
         if let Some(n) = &next_head {
             n.0.set(None);

@@ -17,12 +17,14 @@
 //! **Writing.** Lines are written to stderr by the thread that logs them, with no logging thread:
 //! handing each line to another thread cost a wake-up of that thread per line, which is what
 //! a one-request-per-connection client (MediaMTX) waits behind on a 2-core machine. A worker
-//! may queue its decision lines ([`queue`]) and write them together once its current burst of
-//! work is done ([`flush`], which the HTTP layer schedules after the answer is sent): under load
-//! one `write(2)` carries many lines, and an answer never waits for its own line. Every other
-//! line (tracing's) is written at once, behind whatever the thread had queued, so each thread's
-//! lines keep their order. A stderr that blocks (a stalled pipe) now holds up the thread that
-//! writes, as it does for MediaMTX's own Go logger, instead of lines being dropped.
+//! may queue its decision lines ([`queue`]) and write them together a few milliseconds later
+//! ([`flush`], which the HTTP layer schedules for 10 ms after a batch's first line): one
+//! `write(2)` carries up to 64 KiB of lines, and an answer never waits for its own line. Every
+//! other line (tracing's) is written at once, behind whatever the thread had queued, so each
+//! thread's lines keep their order. A stderr that blocks (a stalled pipe) now holds up the
+//! thread that writes, as it does for MediaMTX's own Go logger, instead of lines being dropped.
+//! A process killed outright (SIGKILL, a crash) loses at most its workers' last 10 ms of
+//! decision lines; one that stops (SIGTERM) writes them all as its workers end.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -50,9 +52,9 @@ pub enum LogFormat {
 /// unset (lines go through tracing) on a terminal, in tests and in benches.
 static DIRECT: OnceLock<LogFormat> = OnceLock::new();
 
-/// Queued lines are written at once past this size, so a long burst is written in pieces and
-/// the buffer stays small.
-const FLUSH_AT: usize = 16 * 1024;
+/// Queued lines are written at once past this size: under load, writes of this size, and a
+/// buffer that stays small.
+const FLUSH_AT: usize = 64 * 1024;
 
 /// Installs the global subscriber. Keep the guard alive until exit: it writes what the calling
 /// thread still has queued.

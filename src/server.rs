@@ -14,25 +14,32 @@
 //! MediaMTX's one address.
 
 use std::cell::Cell;
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix_http::HttpService;
-use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
-use actix_web::body::BodyStream;
-use actix_web::dev::{fn_service, AppConfig, Payload, ServiceRequest};
+use actix_service::{
+    fn_factory, map_config, IntoServiceFactory, Service as _, ServiceFactory as _,
+    ServiceFactoryExt,
+};
+use actix_web::dev::{fn_service, AppConfig, ServiceRequest};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{web, App, HttpMessage, HttpResponse, ResponseError};
+use futures_core::Stream;
 use serde::Serialize;
 use tracing::Level;
 
-use crate::body::{self, Deadlined};
+use crate::body::{self, Answered, Deadlined, Held, HeldRequest, NextHead};
 use crate::logging::{self, Value};
 use crate::metrics;
 use crate::policy::{Decision, DenyReason, Policy};
@@ -112,7 +119,9 @@ fn allow_response(user: &str) -> HttpResponse {
     if !plain {
         return json_response(StatusCode::OK, &AllowBody { user });
     }
-    let mut body = Vec::with_capacity(user.len() + 12);
+    // Exactly the length: `Bytes` takes a full `Vec` over as it is, and allocates a header of
+    // its own for one with room to spare.
+    let mut body = Vec::with_capacity(user.len() + 11);
     body.extend_from_slice(b"{\"user\":\"");
     body.extend_from_slice(user.as_bytes());
     body.extend_from_slice(b"\"}");
@@ -204,11 +213,15 @@ pub fn start_service(
         // `/auth` is a service of its own rather than a handler: it needs no extractors, and
         // finds the state without looking it up among the app's data on every request.
         let service = state.clone().into_inner();
+        let auth_route = Arc::clone(&service);
         let auth = fn_service(move |mut req: ServiceRequest| {
-            let service = Arc::clone(&service);
+            let service = Arc::clone(&auth_route);
             async move {
-                let payload = req.take_payload();
-                let res = auth(&service, req.request(), payload)
+                let started = Instant::now();
+                let mut payload = req.take_payload();
+                let read = read_body(&mut payload).await;
+                let peer = req.peer_addr().map(|a| a.ip());
+                let res = auth(&service, peer, read, started)
                     .await
                     .unwrap_or_else(|e| e.error_response());
                 Ok::<_, actix_web::Error>(req.into_response(res))
@@ -224,6 +237,25 @@ pub fn start_service(
             .default_service(web::to(|| async { HttpError::NotFound.error_response() }))
             .into_factory()
             .map_err(|e| e.error_response());
+        let app = map_config(app, |_| AppConfig::default());
+        // `POST /auth` goes straight to `auth_direct`; everything else, to the app.
+        let front = fn_factory(move || {
+            let app = app.new_service(());
+            let service = Arc::clone(&service);
+            async move {
+                let app = Rc::new(app.await?);
+                Ok::<_, ()>(fn_service(move |req: actix_http::Request| {
+                    let (app, service) = (Rc::clone(&app), Arc::clone(&service));
+                    async move {
+                        if req.method() == Method::POST && req.path() == "/auth" {
+                            Ok(auth_direct(&service, req).await)
+                        } else {
+                            app.call(req).await.map(actix_http::Response::from)
+                        }
+                    }
+                }))
+            }
+        });
         let http = HttpService::build()
             .keep_alive(KEEP_ALIVE)
             .client_request_timeout(HEAD_TIMEOUT)
@@ -237,7 +269,7 @@ pub fn start_service(
                 data.insert(io.next_head());
             })
             // The app's host and address are only used to build URLs, which nothing here does.
-            .h1(map_config(app, |_| AppConfig::default()));
+            .h1(front);
         fn_service(|io: TcpStream| async move {
             let peer = io.peer_addr().ok();
             Ok((Deadlined::new(io), peer))
@@ -309,24 +341,75 @@ pub fn raise_fd_limit() {
 #[cfg(not(unix))]
 pub fn raise_fd_limit() {}
 
+/// `POST /auth` as the connection's own service sees it, ahead of actix-web's routing: the
+/// path MediaMTX's every call takes. It does what the app's `/auth` route and [`body::Bounded`]
+/// do together (the same answers, deadlines and held body), without the app's request object,
+/// route matching and middleware, and with one clock read for the head's arrival, the body's
+/// deadline and the decision's latency.
+async fn auth_direct(state: &Service, mut req: actix_http::Request) -> actix_http::Response<Held> {
+    let started = Instant::now();
+    let answered = Answered::start(req.conn_data::<Rc<NextHead>>());
+    let mut payload = body::Deadline::new(req.take_payload(), started.into());
+    let read = read_body(&mut payload).await;
+    // A body not read to its end is held until the answer is written (see `crate::body`).
+    let unread = read.is_err().then_some(payload);
+    let peer = req.peer_addr().map(|a| a.ip());
+    let res = match auth(state, peer, read, started).await {
+        Ok(res) => res,
+        Err(e) => e.error_response(),
+    };
+    actix_http::Response::from(res)
+        .map_body(|_, b| Held::new(b, unread.map(HeldRequest::Owned), answered))
+}
+
+/// A body of at most [`MAX_BODY`] bytes, read to its end. The stream is left with the caller,
+/// who holds it until its answer is written when this fails.
+async fn read_body(
+    stream: &mut (impl Stream<Item = Result<Bytes, PayloadError>> + Unpin),
+) -> Result<Bytes, HttpError> {
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await {
+        let chunk = chunk.map_err(|e| match body::is_timeout(&e) {
+            true => HttpError::Timeout,
+            false => HttpError::Payload,
+        })?;
+        let held = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if held + chunk.len() > MAX_BODY {
+            return Err(HttpError::TooLarge);
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(_) => more.extend_from_slice(&chunk),
+        }
+    }
+    Ok(match first {
+        // Nearly always: the whole body in one chunk, kept without a copy.
+        Some(first) if more.is_empty() => first,
+        Some(first) => {
+            let mut all = BytesMut::with_capacity(first.len() + more.len());
+            all.extend_from_slice(&first);
+            all.extend_from_slice(&more);
+            all.freeze()
+        }
+        None => Bytes::new(),
+    })
+}
+
+/// Decides on a body read (or not) by one of the two ways to `/auth`: [`auth_direct`], or the
+/// app's route for the requests it leaves to actix-web (another method, an unusual spelling
+/// of the path). `started` is when the request's head arrived.
 async fn auth(
     state: &Service,
-    http: &HttpRequest,
-    payload: Payload,
+    peer: Option<IpAddr>,
+    read: Result<Bytes, HttpError>,
+    started: Instant,
 ) -> Result<HttpResponse, HttpError> {
-    let started = Instant::now();
     let refused = |e: HttpError| {
         state.metrics.record_refused(e.status_code().as_u16());
         e
     };
-    // `body::Bounded` ends a body that takes longer than BODY_TIMEOUT to arrive.
-    let bytes = actix_web::body::to_bytes_limited(BodyStream::new(payload), MAX_BODY)
-        .await
-        .map_err(|_| refused(HttpError::TooLarge))?
-        .map_err(|e| match body::is_timeout(&e) {
-            true => refused(HttpError::Timeout),
-            false => refused(HttpError::Payload),
-        })?;
+    let bytes = read.map_err(refused)?;
     let req = Request::parse(&bytes).map_err(|e| {
         tracing::warn!(target: "mtx_auth::decision", error = %e, "bad request");
         refused(e.into())
@@ -336,8 +419,7 @@ async fn auth(
     let mut decision = state.verifier.decide(&policy, &req).await;
     if let Some(watch) = state.sessions.as_deref().filter(|_| decision.is_allow()) {
         // The MediaMTX that asked is the one whose API can kick the session.
-        let caller = http.peer_addr().map(|a| a.ip());
-        if let Some(api) = watch.config.api_for(caller) {
+        if let Some(api) = watch.config.api_for(peer) {
             let now = crate::time::now_unix();
             if let Err(full) = watch.registry.admit(&policy, &req, &decision, api, now) {
                 tracing::warn!(target: DECISION_TARGET, sessions = watch.registry.len(), "{full}");
@@ -468,28 +550,47 @@ pub fn trace_decision(req: &Request, decision: &Decision, latency_us: u64) {
     }
 }
 
+/// How long a worker's decision lines may wait to be written. Gathered over this long, they go
+/// out in large writes: the kernel's cost of a write to a file is mostly per call and per page
+/// touched, and lines written one burst at a time (a few lines per call) cost about as much
+/// again as formatting them. A line is never later than this, nor than the exit of its worker
+/// (see `crate::logging`), and an answer never waits for its line.
+const LOG_DELAY: Duration = Duration::from_millis(10);
+
 thread_local! {
-    /// This worker's log flusher, while it waits to be woken; `None` until it first runs and
-    /// while it is woken and not yet run.
+    /// This worker's log flusher, while it waits for a batch to start; `None` until it first
+    /// runs and while it waits out [`LOG_DELAY`].
     static LOG_FLUSHER: Cell<Option<Waker>> = const { Cell::new(None) };
     static LOG_FLUSHER_STARTED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Has this worker's queued decision lines written once the task that queued them has sent its
-/// answer: the client never waits for the write, and under load the lines of many answers go
-/// out in one write. The flusher is one task per worker, started on first use and woken for
-/// each batch (a wake-up on the same thread, no allocation); a batch's first line wakes it.
+/// Has this worker's queued decision lines written [`LOG_DELAY`] after the first of them was
+/// queued, together with every line queued meanwhile (`logging::queue` writes at once past its
+/// size limit). The flusher is one task per worker, started on first use and woken for each
+/// batch (a wake-up on the same thread, no allocation); a batch's first line wakes it.
 fn wake_log_flusher() {
     if let Some(waker) = LOG_FLUSHER.take() {
         waker.wake();
     } else if !LOG_FLUSHER_STARTED.replace(true) {
-        actix_web::rt::spawn(std::future::poll_fn(|cx| {
-            logging::flush();
-            LOG_FLUSHER.set(Some(cx.waker().clone()));
-            Poll::<()>::Pending
-        }));
+        actix_web::rt::spawn(async {
+            loop {
+                actix_web::rt::time::sleep(LOG_DELAY).await;
+                logging::flush();
+                // Until the next batch's first line. Registered in the same poll as the flush
+                // above: no line can be queued on this thread in between.
+                let mut woken = false;
+                std::future::poll_fn(|cx| match std::mem::replace(&mut woken, true) {
+                    true => Poll::Ready(()),
+                    false => {
+                        LOG_FLUSHER.set(Some(cx.waker().clone()));
+                        Poll::Pending
+                    }
+                })
+                .await;
+            }
+        });
     }
-    // Otherwise it is already woken, and writes this line with the rest of its batch.
+    // Otherwise it is waiting out the delay, and writes this line with the rest of its batch.
 }
 
 /// Prometheus scrapes this; see `crate::metrics` for what it holds.

@@ -109,3 +109,49 @@ async fn health_and_readiness() {
     let (s, b) = app.get("/nope").await;
     assert_eq!((s, b["error"].as_str()), (404, Some("not found")));
 }
+
+/// `POST /auth` is answered ahead of actix-web's routing (`server::auth_direct`); the app's own
+/// `/auth` route answers the spellings it leaves (a percent-encoded letter; a query is still
+/// `/auth`). Both ways give the same answers, refusals included.
+#[actix_web::test]
+async fn every_way_to_auth_answers_alike() {
+    let app =
+        spawn("[[users]]\nuser = \"u\"\npass = \"p\"\npermissions = [{ action = \"read\" }]\n");
+    let allow = json!({"ip":"10.0.0.1","user":"u","password":"p","action":"read","path":"cam"});
+    let deny = json!({"ip":"10.0.0.1","user":"u","password":"wrong","action":"read","path":"cam"});
+    let big = json!({"action":"read","path":"a".repeat(64 * 1024)});
+    let post = |path: &str, body: &serde_json::Value| {
+        let req = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .body(serde_json::to_vec(body).unwrap());
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for path in ["/auth", "/auth?x=1", "/%61uth"] {
+        assert_eq!(
+            post(path, &allow).await,
+            (200, json!({"user":"u"})),
+            "{path}"
+        );
+        let (s, b) = post(path, &deny).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (
+                401,
+                Some("no user matches these credentials for this action, path and ip")
+            ),
+            "{path}"
+        );
+        let (s, b) = post(path, &big).await;
+        assert_eq!(s, 413, "{path}: {b}");
+        let (s, b) = post(path, &json!([])).await;
+        assert_eq!(s, 400, "{path}: {b}");
+    }
+    // Another method is the app's, as any unknown route: 404 with a reason.
+    let (s, b) = app.get("/auth").await;
+    assert_eq!((s, b["error"].as_str()), (404, Some("not found")));
+}
