@@ -283,7 +283,12 @@ pub struct NextHead(Cell<Option<Instant>>);
 
 /// A request being answered; dropped when its answer is written (or abandoned), which starts
 /// the deadline for the connection's next head.
-pub struct Answered(Option<Rc<NextHead>>);
+pub struct Answered {
+    next_head: Option<Rc<NextHead>>,
+    /// When the answer was ready, if the handler read the clock then anyway (`/auth`'s
+    /// latency): the next head's deadline counts from it, with no clock read of its own.
+    at: Cell<Option<Instant>>,
+}
 
 impl Answered {
     pub fn start(next_head: Option<&Rc<NextHead>>) -> Self {
@@ -291,14 +296,23 @@ impl Answered {
         if let Some(n) = &next_head {
             n.0.set(None);
         }
-        Answered(next_head)
+        Answered {
+            next_head,
+            at: Cell::new(None),
+        }
+    }
+
+    /// The answer was ready at `at`; it is written right away.
+    pub fn ready_at(&self, at: Instant) {
+        self.at.set(Some(at));
     }
 }
 
 impl Drop for Answered {
     fn drop(&mut self) {
-        if let Some(n) = &self.0 {
-            n.0.set(Some(Instant::now() + NEXT_HEAD_TIMEOUT));
+        if let Some(n) = &self.next_head {
+            let at = self.at.get().unwrap_or_else(Instant::now);
+            n.0.set(Some(at + NEXT_HEAD_TIMEOUT));
         }
     }
 }

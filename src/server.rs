@@ -221,7 +221,7 @@ pub fn start_service(
                 let mut payload = req.take_payload();
                 let read = read_body(&mut payload).await;
                 let peer = req.peer_addr().map(|a| a.ip());
-                let res = auth(&service, peer, read, started)
+                let res = auth(&service, peer, read, started, None)
                     .await
                     .unwrap_or_else(|e| e.error_response());
                 Ok::<_, actix_web::Error>(req.into_response(res))
@@ -241,11 +241,13 @@ pub fn start_service(
         // `POST /auth` goes straight to `auth_direct`; everything else, to the app.
         let front = fn_factory(move || {
             let app = app.new_service(());
-            let service = Arc::clone(&service);
+            // Counted per worker, not per request: an `Rc` clone is a plain increment, an
+            // `Arc` clone an atomic one.
+            let service = Rc::new(Arc::clone(&service));
             async move {
                 let app = Rc::new(app.await?);
                 Ok::<_, ()>(fn_service(move |req: actix_http::Request| {
-                    let (app, service) = (Rc::clone(&app), Arc::clone(&service));
+                    let (app, service) = (Rc::clone(&app), Rc::clone(&service));
                     async move {
                         if req.method() == Method::POST && req.path() == "/auth" {
                             Ok(auth_direct(&service, req).await)
@@ -354,7 +356,7 @@ async fn auth_direct(state: &Service, mut req: actix_http::Request) -> actix_htt
     // A body not read to its end is held until the answer is written (see `crate::body`).
     let unread = read.is_err().then_some(payload);
     let peer = req.peer_addr().map(|a| a.ip());
-    let res = match auth(state, peer, read, started).await {
+    let res = match auth(state, peer, read, started, Some(&answered)).await {
         Ok(res) => res,
         Err(e) => e.error_response(),
     };
@@ -398,12 +400,14 @@ async fn read_body(
 
 /// Decides on a body read (or not) by one of the two ways to `/auth`: [`auth_direct`], or the
 /// app's route for the requests it leaves to actix-web (another method, an unusual spelling
-/// of the path). `started` is when the request's head arrived.
+/// of the path). `started` is when the request's head arrived; `answered`, when given, learns
+/// when the decision was made.
 async fn auth(
     state: &Service,
     peer: Option<IpAddr>,
     read: Result<Bytes, HttpError>,
     started: Instant,
+    answered: Option<&Answered>,
 ) -> Result<HttpResponse, HttpError> {
     let refused = |e: HttpError| {
         state.metrics.record_refused(e.status_code().as_u16());
@@ -428,7 +432,11 @@ async fn auth(
             }
         }
     }
-    let latency = started.elapsed();
+    let decided = Instant::now();
+    if let Some(answered) = answered {
+        answered.ready_at(decided.into());
+    }
+    let latency = decided - started;
     state.metrics.record(&policy, &req, &decision, latency);
     if log_decision(&req, &decision, latency) {
         wake_log_flusher();
