@@ -329,9 +329,11 @@ pub struct Deadlined<T> {
     io: T,
     next_head: Rc<NextHead>,
     timer: Option<Pin<Box<Sleep>>>,
-    /// The deadline and waker the timer was last polled with: while both stand and it has not
-    /// fired, it need not be polled (registered) again.
-    armed: Option<(Instant, Waker)>,
+    /// The waker the timer was last polled with. While it stands and the timer has not fired
+    /// (it fires no later than the deadline in force: deadlines only move later), the timer need
+    /// not be polled again: the reader is woken by then. Every answer moves the deadline, so
+    /// this is what keeps a request from costing a timer poll and a waker clone.
+    armed: Option<Waker>,
 }
 
 impl<T> Deadlined<T> {
@@ -358,8 +360,8 @@ impl<T> Deadlined<T> {
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
-        if let Some((at, waker)) = &self.armed {
-            if *at == deadline && waker.will_wake(cx.waker()) && !timer.is_elapsed() {
+        if let Some(waker) = &self.armed {
+            if timer.deadline() <= deadline && waker.will_wake(cx.waker()) && !timer.is_elapsed() {
                 return Poll::Pending;
             }
         }
@@ -368,7 +370,7 @@ impl<T> Deadlined<T> {
         }
         loop {
             if timer.as_mut().poll(cx).is_pending() {
-                self.armed = Some((deadline, cx.waker().clone()));
+                self.armed = Some(cx.waker().clone());
                 return Poll::Pending;
             }
             if timer.deadline() >= deadline {

@@ -115,6 +115,25 @@ fn idle_and_kept_alive_connections_are_closed() {
         read_to_close(&mut second, deadline()).is_some(),
         "a half-sent second request held the connection"
     );
+
+    // The same after an answer from `/auth`, which is served ahead of the app and its
+    // middleware (and times the next head from its decision).
+    let mut after_auth = connect(&server.addr).unwrap();
+    let body = r#"{"action":"read","path":"cam","ip":"10.0.0.1"}"#;
+    write!(
+        after_auth,
+        "POST /auth HTTP/1.1\r\nHost: mtx-auth\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 9];
+    after_auth.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 ");
+    let _ = after_auth.write_all(b"POST /auth HTTP/1.1\r\n");
+    assert!(
+        read_to_close(&mut after_auth, deadline()).is_some(),
+        "a half-sent request after /auth's answer held the connection"
+    );
 }
 
 #[test]
