@@ -399,8 +399,8 @@ async fn read_body(
 }
 
 /// Decides on a body read (or not) by one of the two ways to `/auth`: [`auth_direct`], or the
-/// app's route for the requests it leaves to actix-web (another method, an unusual spelling
-/// of the path). `started` is when the request's head arrived; `answered`, when given, learns
+/// app's route for the `POST`s it leaves to actix-web (the path spelled unusually, such as
+/// `/%61uth`). `started` is when the request's head arrived; `answered`, when given, learns
 /// when the decision was made.
 async fn auth(
     state: &Service,
