@@ -169,31 +169,6 @@ impl Deadline {
         }
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
-        // Checked before each read, so a body trickling in a byte at a time ends too. Only a
-        // body that has had to wait has a timer, and the timer knows whether it has fired: no
-        // clock read. (A body that never waited arrived within its deadline.)
-        if self.expired || self.sleep.as_ref().is_some_and(|s| s.is_elapsed()) {
-            return self.expire();
-        }
-        match Pin::new(&mut self.payload).poll_next(cx) {
-            Poll::Pending if std::mem::take(&mut self.eager_poll) => return Poll::Pending,
-            Poll::Pending => {}
-            ready => {
-                self.eager_poll = false;
-                return ready;
-            }
-        }
-        let deadline = self.deadline;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => self.expire(),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
     /// One error, then the end of the stream.
     fn expire(&mut self) -> Poll<Option<Result<Bytes, PayloadError>>> {
         if std::mem::replace(&mut self.expired, true) {
@@ -210,7 +185,29 @@ impl Stream for Deadline {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Deadline::poll_next(self.get_mut(), cx)
+        let this = self.get_mut();
+        // Checked before each read, so a body trickling in a byte at a time ends too. Only a
+        // body that has had to wait has a timer, and the timer knows whether it has fired: no
+        // clock read. (A body that never waited arrived within its deadline.)
+        if this.expired || this.sleep.as_ref().is_some_and(|s| s.is_elapsed()) {
+            return this.expire();
+        }
+        match Pin::new(&mut this.payload).poll_next(cx) {
+            Poll::Pending if std::mem::take(&mut this.eager_poll) => return Poll::Pending,
+            Poll::Pending => {}
+            ready => {
+                this.eager_poll = false;
+                return ready;
+            }
+        }
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => this.expire(),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -222,7 +219,7 @@ impl Stream for Shared {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         // Never borrowed elsewhere while polled: the response only holds the Rc.
-        self.0.borrow_mut().poll_next(cx)
+        Pin::new(&mut *self.0.borrow_mut()).poll_next(cx)
     }
 }
 

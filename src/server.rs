@@ -210,8 +210,8 @@ pub fn start_service(
     let server = builder.listen("mtx-auth", listener, move || {
         let state = state.clone();
         let stopping = stopping.clone();
-        // `/auth` is a service of its own rather than a handler: it needs no extractors, and
-        // finds the state without looking it up among the app's data on every request.
+        // The app's `/auth`: the `POST`s `auth_direct` below leaves to actix-web's routing (the
+        // path spelled unusually, such as `/%61uth`), decided the same way.
         let service = state.clone().into_inner();
         let auth_route = Arc::clone(&service);
         let auth = fn_service(move |mut req: ServiceRequest| {
@@ -365,37 +365,33 @@ async fn auth_direct(state: &Service, mut req: actix_http::Request) -> actix_htt
 }
 
 /// A body of at most [`MAX_BODY`] bytes, read to its end. The stream is left with the caller,
-/// who holds it until its answer is written when this fails.
+/// who holds it until its answer is written when this fails. (actix's `to_bytes_limited` would
+/// take the stream, and copies every body into a 32 KiB buffer it allocates first; a body that
+/// arrives in one chunk, as MediaMTX's does, is kept here as it came.)
 async fn read_body(
     stream: &mut (impl Stream<Item = Result<Bytes, PayloadError>> + Unpin),
 ) -> Result<Bytes, HttpError> {
+    // The first chunk as it came, until a second one joins it in `joined`.
     let mut first: Option<Bytes> = None;
-    let mut more = BytesMut::new();
+    let mut joined = BytesMut::new();
     while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await {
         let chunk = chunk.map_err(|e| match body::is_timeout(&e) {
             true => HttpError::Timeout,
             false => HttpError::Payload,
         })?;
-        let held = first.as_ref().map_or(0, Bytes::len) + more.len();
+        let held = first.as_ref().map_or(joined.len(), Bytes::len);
         if held + chunk.len() > MAX_BODY {
             return Err(HttpError::TooLarge);
         }
-        match &first {
-            None => first = Some(chunk),
-            Some(_) => more.extend_from_slice(&chunk),
+        match first.take() {
+            None if joined.is_empty() => first = Some(chunk),
+            earlier => {
+                joined.extend_from_slice(earlier.as_deref().unwrap_or_default());
+                joined.extend_from_slice(&chunk);
+            }
         }
     }
-    Ok(match first {
-        // Nearly always: the whole body in one chunk, kept without a copy.
-        Some(first) if more.is_empty() => first,
-        Some(first) => {
-            let mut all = BytesMut::with_capacity(first.len() + more.len());
-            all.extend_from_slice(&first);
-            all.extend_from_slice(&more);
-            all.freeze()
-        }
-        None => Bytes::new(),
-    })
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 /// Decides on a body read (or not) by one of the two ways to `/auth`: [`auth_direct`], or the
