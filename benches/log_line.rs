@@ -11,7 +11,9 @@
 //! with the fields of `server::with_decision_fields`, into a reused buffer, for the same
 //! request and decision. `hand_text_written` adds what writing costs when each line is its own
 //! `write(2)` (to `/dev/null`), as for a client that sends one request at a time; under load
-//! one write carries many lines.
+//! one write carries many lines. They time and stamp the line as `server::auth` does: two clock
+//! reads for the latency, the timestamp from the second (`Lines::wall_time`).
+//! `hand_text_format_only` is the formatting alone, with a fixed time and latency.
 //!
 //! Run: `cargo bench --bench log_line` (about a minute).
 
@@ -76,31 +78,42 @@ fn bench(c: &mut Criterion) {
 
     // The hand-written line: what `log_decision` does once `RUST_LOG` lets the line through.
     let mut lines = Lines::default();
-    let mut hand = |group: &mut criterion::BenchmarkGroup<_>, name: &str, format, write: bool| {
-        let mut null = std::fs::File::create("/dev/null").unwrap();
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let started = Instant::now();
-                let latency_us = started.elapsed().as_micros() as u64;
-                lines.clear();
-                with_decision_fields(black_box(&req), black_box(&allow), latency_us, |f| {
-                    lines.push(
-                        format,
-                        SystemTime::now(),
-                        Level::INFO,
-                        "mtx_auth::decision",
-                        f,
-                    )
-                });
-                if write {
-                    null.write_all(lines.as_bytes()).unwrap();
-                }
-            })
-        });
-    };
-    hand(&mut group, "hand_text", LogFormat::Text, false);
-    hand(&mut group, "hand_json", LogFormat::Json, false);
-    hand(&mut group, "hand_text_written", LogFormat::Text, true);
+    let fixed = SystemTime::now();
+    let mut hand =
+        |group: &mut criterion::BenchmarkGroup<_>, name: &str, format, write: bool, clock: bool| {
+            let mut null = std::fs::File::create("/dev/null").unwrap();
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    // As `server::auth` has them: two clock reads for the latency, and the
+                    // timestamp from the second.
+                    let (latency_us, time) = if clock {
+                        let started = Instant::now();
+                        let decided = Instant::now();
+                        let latency_us = (decided - started).as_micros() as u64;
+                        (latency_us, lines.wall_time(decided))
+                    } else {
+                        (12, fixed)
+                    };
+                    lines.clear();
+                    with_decision_fields(black_box(&req), black_box(&allow), latency_us, |f| {
+                        lines.push(format, time, Level::INFO, "mtx_auth::decision", f)
+                    });
+                    if write {
+                        null.write_all(lines.as_bytes()).unwrap();
+                    }
+                })
+            });
+        };
+    hand(&mut group, "hand_text", LogFormat::Text, false, true);
+    hand(&mut group, "hand_json", LogFormat::Json, false, true);
+    hand(&mut group, "hand_text_written", LogFormat::Text, true, true);
+    hand(
+        &mut group,
+        "hand_text_format_only",
+        LogFormat::Text,
+        false,
+        false,
+    );
 
     let off = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("warn"))
@@ -110,7 +123,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function("filtered_out", |b| {
             b.iter(|| {
                 let started = Instant::now();
-                log_decision(black_box(&req), black_box(&allow), started.elapsed())
+                let decided = Instant::now();
+                log_decision(
+                    black_box(&req),
+                    black_box(&allow),
+                    decided,
+                    decided - started,
+                )
             })
         });
     });

@@ -10,7 +10,8 @@
 //! machinery: formatting 10 fields through tracing-subscriber cost ~1.8 µs, more than the
 //! decision itself (BENCHMARKS.md). `RUST_LOG` still decides whether it is written (the caller
 //! asks `tracing::enabled!`), and it reads exactly as tracing-subscriber would print it, in both
-//! formats: same timestamp, level, target, field order and escaping (tests compare the two).
+//! formats: same timestamp format, level, target, field order and escaping (tests compare the
+//! two). A queued line is stamped with the time its caller passes, the decision's (`WallClock`).
 //! On a terminal (ANSI colours) the line goes through tracing as before: that is not a load
 //! path.
 //!
@@ -30,7 +31,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::{IsTerminal, Write as _};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
 use tracing::field::{Field, Visit};
@@ -113,6 +114,7 @@ pub struct Lines {
     bytes: Vec<u8>,
     clock: Clock,
     frame: Frame,
+    wall: WallClock,
 }
 
 /// The text around a line's timestamp and fields, for one format, level and target: in text,
@@ -203,6 +205,12 @@ impl Lines {
         out.extend_from_slice(&self.frame.after_fields);
     }
 
+    /// The wall-clock time of `at`, a monotonic instant of the last second or so: see
+    /// `WallClock`.
+    pub fn wall_time(&mut self, at: Instant) -> SystemTime {
+        self.wall.at(at)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -241,20 +249,22 @@ fn level_text(level: Level) -> &'static str {
 }
 
 /// Queues one hand-written line on this thread, to be written by [`flush`] (or at once, past
-/// [`FLUSH_AT`]). Returns true when the line is the first of a batch: the caller is to arrange a
-/// [`flush`] once its current work is done.
+/// [`FLUSH_AT`]). `at` is when the event happened, a monotonic instant the caller read anyway
+/// (the decision's): the line's timestamp is its wall-clock time. Returns true when the line is
+/// the first of a batch: the caller is to arrange a [`flush`] once its current work is done.
 pub fn queue(
     format: LogFormat,
     level: Level,
     target: &str,
+    at: Instant,
     fields: &[(&'static str, Value<'_>)],
 ) -> bool {
-    let time = SystemTime::now();
     let queued = QUEUED.try_with(|q| {
         let Ok(mut q) = q.try_borrow_mut() else {
             return None;
         };
         let first = q.0.is_empty();
+        let time = q.0.wall_time(at);
         q.0.push(format, time, level, target, fields);
         if q.0.len() >= FLUSH_AT {
             q.0.write_out();
@@ -267,6 +277,7 @@ pub fn queue(
         // The thread is exiting, or is inside a write already: write this line on its own.
         _ => {
             let mut lines = Lines::default();
+            let time = lines.wall_time(at);
             lines.push(format, time, level, target, fields);
             lines.write_out();
             false
@@ -329,6 +340,35 @@ impl std::io::Write for Stderr {
     fn flush(&mut self) -> std::io::Result<()> {
         flush();
         Ok(())
+    }
+}
+
+/// Wall-clock times of monotonic instants, from a pair of clock readings taken at most a second
+/// before: a line's timestamp without a clock read of its own (~25 ns, a third of formatting the
+/// line). Linux slews its monotonic clock as it slews the wall clock, so within the second the
+/// two advance alike; a step of the wall clock (set by hand, or NTP's first sync) shows in the
+/// timestamps within a second, as it shows in tracing's at once.
+#[derive(Default)]
+struct WallClock {
+    anchor: Option<(Instant, SystemTime)>,
+}
+
+impl WallClock {
+    const FOR: Duration = Duration::from_secs(1);
+
+    fn at(&mut self, at: Instant) -> SystemTime {
+        if let Some((mono, wall)) = self.anchor {
+            if let Some(since) = at.checked_duration_since(mono).filter(|s| *s < Self::FOR) {
+                return wall + since;
+            }
+        }
+        let (mono, wall) = (Instant::now(), SystemTime::now());
+        self.anchor = Some((mono, wall));
+        // `at` is a moment ago (or, from another thread's clock read, a hair ahead).
+        match mono.checked_duration_since(at) {
+            Some(ago) => wall.checked_sub(ago).unwrap_or(wall),
+            None => wall + at.duration_since(mono),
+        }
     }
 }
 
@@ -1087,9 +1127,10 @@ pub(crate) mod tests {
         let fields = [("user", Value::Text("a"))];
         let drop_queued = || QUEUED.with(|q| q.borrow_mut().0.clear());
         drop_queued();
-        assert!(queue(LogFormat::Text, Level::INFO, "t", &fields));
-        assert!(!queue(LogFormat::Text, Level::INFO, "t", &fields));
-        assert!(!queue(LogFormat::Json, Level::INFO, "t", &fields));
+        let now = Instant::now;
+        assert!(queue(LogFormat::Text, Level::INFO, "t", now(), &fields));
+        assert!(!queue(LogFormat::Text, Level::INFO, "t", now(), &fields));
+        assert!(!queue(LogFormat::Json, Level::INFO, "t", now(), &fields));
         assert_eq!(
             QUEUED.with(|q| q
                 .borrow()
@@ -1101,7 +1142,47 @@ pub(crate) mod tests {
             3
         );
         drop_queued();
-        assert!(queue(LogFormat::Text, Level::INFO, "t", &fields));
+        assert!(queue(LogFormat::Text, Level::INFO, "t", now(), &fields));
         drop_queued();
+    }
+
+    #[test]
+    fn a_lines_time_is_its_instants_wall_clock_time() {
+        let mut wall = WallClock::default();
+        let margin = Duration::from_millis(50);
+        let within = |t: SystemTime, from: SystemTime, to: SystemTime| {
+            assert!(
+                t + margin >= from && t <= to + margin,
+                "{t:?} not in {from:?}..{to:?}"
+            );
+        };
+        // Sets the anchor, then reads from it: each lands between two reads of the wall clock.
+        for _ in 0..3 {
+            let before = SystemTime::now();
+            let t = wall.at(Instant::now());
+            within(t, before, SystemTime::now());
+        }
+        let anchor = wall.anchor.unwrap();
+        let later = anchor.0 + Duration::from_millis(300);
+        assert_eq!(wall.at(later), anchor.1 + Duration::from_millis(300));
+        assert_eq!(
+            wall.anchor.unwrap(),
+            anchor,
+            "read from the anchor within its second"
+        );
+        // An instant before the anchor, or past its second, takes a new anchor and is still
+        // its own wall-clock time.
+        let earlier = anchor.0.checked_sub(Duration::from_millis(700)).unwrap();
+        let t = wall.at(earlier);
+        assert_ne!(wall.anchor.unwrap(), anchor);
+        within(t + Duration::from_millis(700), anchor.1, SystemTime::now());
+        let far = wall.anchor.unwrap().0 + Duration::from_secs(5);
+        let before = SystemTime::now();
+        let t = wall.at(far);
+        within(
+            t - Duration::from_secs(5),
+            before - Duration::from_secs(1),
+            SystemTime::now(),
+        );
     }
 }

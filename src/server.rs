@@ -434,7 +434,7 @@ async fn auth(
     }
     let latency = decided - started;
     state.metrics.record(&policy, &req, &decision, latency);
-    if log_decision(&req, &decision, latency) {
+    if log_decision(&req, &decision, decided, latency) {
         wake_log_flusher();
     }
     Ok(match &decision {
@@ -452,17 +452,23 @@ async fn auth(
 ///
 /// Written by hand (`logging::Lines`), reading exactly as the tracing event below would print;
 /// that event is still what is logged when there is no such writer (a terminal, tests, benches
-/// without `logging::init`). Returns true when the line was queued as the first of a batch:
+/// without `logging::init`). `decided` is when the decision was made, the line's timestamp.
+/// Returns true when the line was queued as the first of a batch:
 /// the caller arranges a `logging::flush` (`wake_log_flusher`). Public for
 /// `benches/log_line.rs`, which measures what this line costs a decision.
-pub fn log_decision(req: &Request, decision: &Decision, latency: Duration) -> bool {
+pub fn log_decision(
+    req: &Request,
+    decision: &Decision,
+    decided: Instant,
+    latency: Duration,
+) -> bool {
     if !tracing::enabled!(target: DECISION_TARGET, Level::INFO) {
         return false;
     }
     let latency_us = latency.as_micros() as u64;
     match logging::direct_format() {
         Some(format) => with_decision_fields(req, decision, latency_us, |fields| {
-            logging::queue(format, Level::INFO, DECISION_TARGET, fields)
+            logging::queue(format, Level::INFO, DECISION_TARGET, decided, fields)
         }),
         None => {
             trace_decision(req, decision, latency_us);

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use mtx_auth::credential::Credential;
 
@@ -128,6 +129,13 @@ fn serve_answers_logs_and_exits_cleanly_on_sigterm() {
         s.read_to_string(&mut resp).unwrap();
         resp
     };
+    // Decision lines are stamped from the decision's monotonic clock read (`WallClock`): the
+    // stamps must still be this wall-clock time, to the second (with a second's grace).
+    let second = |shift: i64| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        mtx_auth::time::rfc3339(now.as_secs() as i64 + shift).unwrap()[..19].to_owned()
+    };
+    let from = second(-1);
     let ok = post(
         r#"{"user":"alice","password":"s3cretpw","token":"s3cretpw","action":"read","path":"cam","ip":"10.0.0.1","protocol":"rtsp"}"#,
     );
@@ -145,10 +153,20 @@ fn serve_answers_logs_and_exits_cleanly_on_sigterm() {
         .unwrap()
         .success());
     let status = child.wait().unwrap();
+    let to = second(1);
     assert_eq!(status.code(), Some(0), "graceful exit");
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     let logs = line + &rest;
+    let decisions: Vec<&str> = logs.lines().filter(|l| l.contains("latency_us=")).collect();
+    assert_eq!(decisions.len(), 2, "{logs}");
+    for line in decisions {
+        let at = line.get(..19).unwrap_or_default();
+        assert!(
+            from.as_str() <= at && at <= to.as_str(),
+            "stamped {at}, not between {from} and {to}: {line}"
+        );
+    }
     // One decision line per request, with its fields, and never a secret.
     assert!(
         logs.contains("outcome=\"allow\"") || logs.contains("outcome=allow"),
