@@ -295,11 +295,28 @@ scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating whic
         ROWS+=("$(printf '  rounds r/s: mtx %s/ bare %s' \
             "$(for f in "${ms[@]}"; do rps "$f"; echo -n ' '; done)" \
             "$(for f in "${bs[@]}"; do rps "$f"; echo -n ' '; done)")")
+        # Each round's two runs are back to back, so they share whatever the host was doing:
+        # the median of the per-round ratios is less at the mercy of a noisy neighbour than the
+        # ratio of the two medians above, which may come from different rounds.
+        ROWS+=("$(printf '  rounds ratio%%: %s; median %s' \
+            "$(paired_ratios "${ms[@]}" -- "${bs[@]}")" \
+            "$(paired_ratios "${ms[@]}" -- "${bs[@]}" | tr ' ' '\n' | sort -n |
+                awk 'NF { a[++n] = $1 } END { print a[int((n + 1) / 2)] }')")")
         ROWS+=("$(printf '  rounds p50: mtx %s/ bare %s; medians %s / %s' \
             "$(for f in "${ms[@]}"; do printf '%s ' "$(pct "$f" 50)"; done)" \
             "$(for f in "${bs[@]}"; do printf '%s ' "$(pct "$f" 50)"; done)" \
             "$(median_p50 "${ms[@]}")" "$(median_p50 "${bs[@]}")")")
     fi
+}
+# paired_ratios MTX_FILE... -- BARE_FILE...: 100 * mtx r/s / bare r/s for each round, in order.
+paired_ratios() {
+    local ms=() bs=() seen=0 f i
+    for f in "$@"; do
+        if [[ "$f" == -- ]]; then seen=1; elif ((seen)); then bs+=("$f"); else ms+=("$f"); fi
+    done
+    for i in "${!ms[@]}"; do
+        awk -v a="$(rps "${ms[$i]}")" -v b="$(rps "${bs[$i]}")" 'BEGIN { printf "%.1f ", 100 * a / b }'
+    done
 }
 # median_p50 FILE...: the median of the runs' p50 latencies (wrk's units, e.g. 71.00us).
 median_p50() {
@@ -342,6 +359,7 @@ printf '%-24s %8s %8s %6s %8s %8s %8s %8s %5s %5s %6s %6s\n' scenario "mtx r/s" 
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "r/s: median of $ROUNDS round(s); latencies and CPU from that median run of each server."
+((ROUNDS == 1)) || echo "rounds ratio%: each round's mtx r/s over the bare r/s of the run beside it, and their median."
 echo "mtx%/bare%: CPU used by each server during the run, in % of one core (all its threads);"
 echo "mtx us/bare us: that CPU time per answered request, in microseconds."
 echo "mtx-auth answered $SENT_INFO requests at RUST_LOG=info and logged $decisions allow lines" \
