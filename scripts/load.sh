@@ -259,13 +259,15 @@ median_file() {
         echo "$(rps "$f") $f"
     done | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }'
 }
+# ratio A B: 100 * A / B, to one decimal.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * a / b }'; }
 # us_per_req FILE: server CPU time per answered request, in microseconds.
 us_per_req() { awk -v c="$(cpu "$1")" -v r="$(rps "$1")" 'BEGIN { printf "%.1f", c * 1e4 / r }'; }
 
 ROWS=()
 NOTES=()
 scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating which server goes first
-    local i m b ms=() bs=() rm rb f c="${4:-$CONNECTIONS}"
+    local i m b ms=() bs=() ratios=() rm rb f c="${4:-$CONNECTIONS}"
     for ((i = 1; i <= ROUNDS; i++)); do
         m="$WORK/$2.$3.c$c.r$i.mtx.txt"
         b="$WORK/$2.$3.c$c.r$i.bare.txt"
@@ -278,6 +280,7 @@ scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating whic
         fi
         ms+=("$m")
         bs+=("$b")
+        ratios+=("$(ratio "$(rps "$m")" "$(rps "$b")")")
         for f in "$m" "$b"; do
             [[ -z "$(socket_errors "$f")" ]] ||
                 NOTES+=("$1 ($(basename "$f")): socket errors: $(socket_errors "$f")")
@@ -288,7 +291,7 @@ scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating whic
     rm="$(rps "$m")"
     rb="$(rps "$b")"
     ROWS+=("$(printf '%-24s %8s %8s %6s %8s %8s %8s %8s %5s %5s %6s %6s' "$1" "$rm" "$rb" \
-        "$(awk -v a="$rm" -v b="$rb" 'BEGIN { printf "%.1f", 100 * a / b }')" \
+        "$(ratio "$rm" "$rb")" \
         "$(pct "$m" 50)" "$(pct "$m" 99)" "$(pct "$b" 50)" "$(pct "$b" 99)" \
         "$(cpu "$m")" "$(cpu "$b")" "$(us_per_req "$m")" "$(us_per_req "$b")")")
     if ((ROUNDS > 1)); then
@@ -298,25 +301,14 @@ scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating whic
         # Each round's two runs are back to back, so they share whatever the host was doing:
         # the median of the per-round ratios is less at the mercy of a noisy neighbour than the
         # ratio of the two medians above, which may come from different rounds.
-        ROWS+=("$(printf '  rounds ratio%%: %s; median %s' \
-            "$(paired_ratios "${ms[@]}" -- "${bs[@]}")" \
-            "$(paired_ratios "${ms[@]}" -- "${bs[@]}" | tr ' ' '\n' | sort -n |
-                awk 'NF { a[++n] = $1 } END { print a[int((n + 1) / 2)] }')")")
+        ROWS+=("$(printf '  rounds ratio%%: %s; median %s' "${ratios[*]}" \
+            "$(printf '%s\n' "${ratios[@]}" | sort -n |
+                awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')")")
         ROWS+=("$(printf '  rounds p50: mtx %s/ bare %s; medians %s / %s' \
             "$(for f in "${ms[@]}"; do printf '%s ' "$(pct "$f" 50)"; done)" \
             "$(for f in "${bs[@]}"; do printf '%s ' "$(pct "$f" 50)"; done)" \
             "$(median_p50 "${ms[@]}")" "$(median_p50 "${bs[@]}")")")
     fi
-}
-# paired_ratios MTX_FILE... -- BARE_FILE...: 100 * mtx r/s / bare r/s for each round, in order.
-paired_ratios() {
-    local ms=() bs=() seen=0 f i
-    for f in "$@"; do
-        if [[ "$f" == -- ]]; then seen=1; elif ((seen)); then bs+=("$f"); else ms+=("$f"); fi
-    done
-    for i in "${!ms[@]}"; do
-        awk -v a="$(rps "${ms[$i]}")" -v b="$(rps "${bs[$i]}")" 'BEGIN { printf "%.1f ", 100 * a / b }'
-    done
 }
 # median_p50 FILE...: the median of the runs' p50 latencies (wrk's units, e.g. 71.00us).
 median_p50() {

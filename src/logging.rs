@@ -364,7 +364,8 @@ impl WallClock {
         }
         let (mono, wall) = (Instant::now(), SystemTime::now());
         self.anchor = Some((mono, wall));
-        // `at` is a moment ago (or, from another thread's clock read, a hair ahead).
+        // `at` is a moment ago (the caller read it before this); one ahead of the clock is
+        // converted alike, the other way.
         match mono.checked_duration_since(at) {
             Some(ago) => wall.checked_sub(ago).unwrap_or(wall),
             None => wall + at.duration_since(mono),

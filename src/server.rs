@@ -453,9 +453,9 @@ async fn auth(
 /// Written by hand (`logging::Lines`), reading exactly as the tracing event below would print;
 /// that event is still what is logged when there is no such writer (a terminal, tests, benches
 /// without `logging::init`). `decided` is when the decision was made, the line's timestamp.
-/// Returns true when the line was queued as the first of a batch:
-/// the caller arranges a `logging::flush` (`wake_log_flusher`). Public for
-/// `benches/log_line.rs`, which measures what this line costs a decision.
+/// Returns true when the line was queued as the first of a batch: the caller arranges a
+/// `logging::flush` (`wake_log_flusher`). Public for `benches/log_line.rs`, which measures
+/// what this line costs a decision.
 pub fn log_decision(
     req: &Request,
     decision: &Decision,
