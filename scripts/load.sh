@@ -33,6 +33,11 @@
 #   CARGO_TARGET_DIR    honoured as cargo does (default: ./target)
 #   STORE_URL           give mtx-auth a [store] (sqlite://FILE or postgres://...): decisions must
 #                       not change speed with it, since /auth never waits for the store
+#   SIDE_BY_SIDE=1      load both servers at once (two wrk on CPU 0, both servers on CPU 1)
+#                       instead of one after the other: each server gets about half of CPU 1
+#                       for the same seconds, so the ratio is one of CPU cost per request, and
+#                       the host's slow and fast phases fall on both alike. A cross-check of the
+#                       headline at a fraction of its scatter; not the headline itself.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +55,7 @@ PIN="${PIN:-1}"
 WARN_RUN="${WARN_RUN:-1}"
 ROUNDS="${ROUNDS:-1}"
 SCENARIOS="${SCENARIOS:-all}"
+SIDE_BY_SIDE="${SIDE_BY_SIDE:-0}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 MTX_BIN="${MTX_BIN:-$TARGET_DIR/release/mtx-auth}"
 BARE_BIN="${BARE_BIN:-$TARGET_DIR/release/examples/bare}"
@@ -235,11 +241,10 @@ run_wrk() {
         cat "$5" >&2
         exit 1
     fi
-    # Requests wrk completed, to compare with the decision lines logged.
-    if [[ "$1" == "$MTX_PORT" ]]; then
-        SENT=$((SENT + $(awk '/requests in/ { print $1 }' "$5")))
-    fi
 }
+# count_sent FILE: adds the requests wrk completed against mtx-auth, to compare with the
+# decision lines logged.
+count_sent() { SENT=$((SENT + $(awk '/requests in/ { print $1 }' "$1"))); }
 SENT=0
 rps() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
 pct() { awk -v p="$2%" '$1 == p { print $2 }' "$1"; }
@@ -248,8 +253,10 @@ socket_errors() { awk '/Socket errors/ { sub(/^ *Socket errors: */, ""); print }
 
 echo "mtx-auth $("$MTX_BIN" --version 2>/dev/null | awk '{print $2}'), $USERS users," \
     "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency," \
-    "${SERVER_PIN[*]:-unpinned} servers / ${WRK_PIN[*]:-unpinned} wrk, $(nproc) CPUs"
+    "${SERVER_PIN[*]:-unpinned} servers / ${WRK_PIN[*]:-unpinned} wrk, $(nproc) CPUs$(
+        [[ "$SIDE_BY_SIDE" != 1 ]] || echo ', side by side (both servers loaded at once)')"
 run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/plain-keepalive.lua" "$WARMUP" "$WORK/warmup.txt"
+count_sent "$WORK/warmup.txt"
 run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/plain-keepalive.lua" "$WARMUP" "$WORK/warmup.txt"
 
 # median_file FILE...: the wrk output with the median req/s (the lower middle one for an even count).
@@ -271,13 +278,20 @@ scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating whic
     for ((i = 1; i <= ROUNDS; i++)); do
         m="$WORK/$2.$3.c$c.r$i.mtx.txt"
         b="$WORK/$2.$3.c$c.r$i.bare.txt"
-        if ((i % 2)); then
+        if [[ "$SIDE_BY_SIDE" == 1 ]]; then
+            run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m" "$c" &
+            local on_mtx=$!
+            run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b" "$c" &
+            wait "$on_mtx"
+            wait "$!"
+        elif ((i % 2)); then
             run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m" "$c"
             run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b" "$c"
         else
             run_wrk "$BARE_PORT" "$BARE_PID" "$WORK/$2.lua" "$DURATION" "$b" "$c"
             run_wrk "$MTX_PORT" "$MTX_PID" "$WORK/$2.lua" "$DURATION" "$m" "$c"
         fi
+        count_sent "$m"
         ms+=("$m")
         bs+=("$b")
         ratios+=("$(ratio "$(rps "$m")" "$(rps "$b")")")
@@ -351,6 +365,7 @@ printf '%-24s %8s %8s %6s %8s %8s %8s %8s %5s %5s %6s %6s\n' scenario "mtx r/s" 
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "r/s: median of $ROUNDS round(s); latencies and CPU from that median run of each server."
+[[ "$SIDE_BY_SIDE" != 1 ]] || echo "side by side: each round loads both servers at once; they share CPU 1, so r/s are about half of a server's own."
 ((ROUNDS == 1)) || echo "rounds ratio%: each round's mtx r/s over the bare r/s of the run beside it, and their median."
 echo "mtx%/bare%: CPU used by each server during the run, in % of one core (all its threads);"
 echo "mtx us/bare us: that CPU time per answered request, in microseconds."
