@@ -273,7 +273,7 @@ us_per_req() { awk -v c="$(cpu "$1")" -v r="$(rps "$1")" 'BEGIN { printf "%.1f",
 
 ROWS=()
 NOTES=()
-scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating which server goes first
+scenario() { # label lua-name tag [connections]: ROUNDS rounds, alternating which server goes first (or both at once)
     local i m b ms=() bs=() ratios=() rm rb f c="${4:-$CONNECTIONS}"
     for ((i = 1; i <= ROUNDS; i++)); do
         m="$WORK/$2.$3.c$c.r$i.mtx.txt"
@@ -365,7 +365,8 @@ printf '%-24s %8s %8s %6s %8s %8s %8s %8s %5s %5s %6s %6s\n' scenario "mtx r/s" 
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "r/s: median of $ROUNDS round(s); latencies and CPU from that median run of each server."
-[[ "$SIDE_BY_SIDE" != 1 ]] || echo "side by side: each round loads both servers at once; they share CPU 1, so r/s are about half of a server's own."
+[[ "$SIDE_BY_SIDE" != 1 ]] ||
+    echo "side by side: each round loads both servers at once; they share a CPU, so r/s are about half of a server's own."
 ((ROUNDS == 1)) || echo "rounds ratio%: each round's mtx r/s over the bare r/s of the run beside it, and their median."
 echo "mtx%/bare%: CPU used by each server during the run, in % of one core (all its threads);"
 echo "mtx us/bare us: that CPU time per answered request, in microseconds."
