@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use futures_util::FutureExt as _;
 use mtx_auth::config::Config;
 use mtx_auth::credential::hash_sha256;
 use mtx_auth::issued::{self, Issued, IssuedCredentials};
+use mtx_auth::limiter::{Limiter, Limits};
 use mtx_auth::permission::{Action, PathMatcher, Permission};
 use mtx_auth::policy::{Decision, Policy};
 use mtx_auth::request::Request;
@@ -230,6 +232,29 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the brute-force limiter adds to every request with credentials: a place reserved per
+/// address before the decision and given back after it (`Limiter::begin`, `Attempt::finish`).
+/// The future never waits here (no failures, nothing else in flight), so it is polled once.
+fn limiter(c: &mut Criterion) {
+    let limiter = Limiter::new(Limits::default());
+    let req = Request::parse(MEDIAMTX_BODY).expect("body parses");
+    let mut group = c.benchmark_group("limiter");
+    group
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(2));
+    group.bench_function("begin_finish_ipv4", |b| {
+        b.iter(|| {
+            let attempt = limiter
+                .begin(black_box(&req))
+                .now_or_never()
+                .expect("a free place is taken at once")
+                .expect("not limited");
+            attempt.finish(false);
+        })
+    });
+    group.finish();
+}
+
 /// For contrast: a decision that must run argon2 (a fresh policy each time, so nothing is
 /// cached). Building the policy, which hashes a decoy, is not timed.
 fn argon2_uncached(c: &mut Criterion) {
@@ -260,5 +285,5 @@ fn argon2_uncached(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decisions, parse, argon2_uncached);
+criterion_group!(benches, decisions, parse, limiter, argon2_uncached);
 criterion_main!(benches);

@@ -8,7 +8,7 @@
 //! disabled line costs, through `server::log_decision`).
 //!
 //! Since issue 16 `serve` writes the line by hand (the `hand_*` cases): `logging::Lines::push`
-//! with the fields of `server::with_decision_fields`, into a reused buffer, for the same
+//! with the fields of `server::DecisionFields`, into a reused buffer, for the same
 //! request and decision. `hand_text_written` adds what writing costs when each line is its own
 //! `write(2)` (to `/dev/null`), as for a client that sends one request at a time; under load
 //! one write carries many lines. They time and stamp the line as `server::auth` does: two clock
@@ -26,7 +26,7 @@ use mtx_auth::logging::{EscapedFields, Lines, LogFormat};
 use mtx_auth::permission::Action;
 use mtx_auth::policy::{Decision, Source, UserRule};
 use mtx_auth::request::Request;
-use mtx_auth::server::{log_decision, trace_decision, with_decision_fields};
+use mtx_auth::server::{log_decision, trace_decision, DecisionFields};
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
@@ -95,9 +95,12 @@ fn bench(c: &mut Criterion) {
                         (12, fixed)
                     };
                     lines.clear();
-                    with_decision_fields(black_box(&req), black_box(&allow), latency_us, |f| {
-                        lines.push(format, time, Level::INFO, "mtx_auth::decision", f)
-                    });
+                    let fields = DecisionFields {
+                        req: black_box(&req),
+                        decision: black_box(&allow),
+                        latency_us,
+                    };
+                    lines.push(format, time, Level::INFO, "mtx_auth::decision", &fields);
                     if write {
                         null.write_all(lines.as_bytes()).unwrap();
                     }

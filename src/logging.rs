@@ -107,6 +107,72 @@ pub enum Value<'a> {
     Bool(bool),
 }
 
+/// A line's fields, in order: what [`Lines::push`] and [`queue`] write. A slice of
+/// `(name, value)` pairs is one; a line whose fields are always the same (the decision line)
+/// names them in code instead, each a [`FieldSink::field`] call with a literal name and a value
+/// of a known kind. Inlined, each `name=` is then a few stores and each value's kind is known
+/// where it is written, where a table of fields costs a copy call per name and a branch per
+/// value (`benches/log_line.rs`, BENCHMARKS.md).
+pub trait Fields {
+    fn visit(&self, sink: &mut impl FieldSink);
+}
+
+/// Where [`Fields::visit`] writes: one format's field list.
+pub trait FieldSink {
+    fn field(&mut self, name: &'static str, value: Value<'_>);
+}
+
+impl Fields for [(&'static str, Value<'_>)] {
+    fn visit(&self, sink: &mut impl FieldSink) {
+        for (name, value) in self {
+            sink.field(name, *value);
+        }
+    }
+}
+
+impl<const N: usize> Fields for [(&'static str, Value<'_>); N] {
+    fn visit(&self, sink: &mut impl FieldSink) {
+        self[..].visit(sink);
+    }
+}
+
+/// The text format's fields: `name=value`, one space apart.
+struct TextFields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl FieldSink for TextFields<'_> {
+    #[inline(always)]
+    fn field(&mut self, name: &'static str, value: Value<'_>) {
+        if !std::mem::replace(&mut self.first, false) {
+            self.out.push(b' ');
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'=');
+        push_text_value(self.out, value);
+    }
+}
+
+/// The JSON format's fields: `"name":value`, comma-separated.
+struct JsonFields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl FieldSink for JsonFields<'_> {
+    #[inline(always)]
+    fn field(&mut self, name: &'static str, value: Value<'_>) {
+        if !std::mem::replace(&mut self.first, false) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        push_json_value(self.out, value);
+    }
+}
+
 /// Lines formatted by hand, with the date of the current second and the parts of the last
 /// line that depend only on its format, level and target kept for the next line.
 #[derive(Default)]
@@ -164,13 +230,13 @@ impl Lines {
     /// [`EscapedFields`], no ANSI colours) or JSON format prints an event with these fields and
     /// no span. (The decision is never logged inside a span; nothing here would print one.)
     /// Field names are ours, plain identifiers, and are written as they are.
-    pub fn push(
+    pub fn push<F: Fields + ?Sized>(
         &mut self,
         format: LogFormat,
         time: SystemTime,
         level: Level,
         target: &str,
-        fields: &[(&'static str, Value<'_>)],
+        fields: &F,
     ) {
         self.frame.set(format, level, target);
         let out = &mut self.bytes;
@@ -178,28 +244,13 @@ impl Lines {
             LogFormat::Text => {
                 self.clock.write(out, time);
                 out.extend_from_slice(&self.frame.before_fields);
-                for (i, (name, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b' ');
-                    }
-                    out.extend_from_slice(name.as_bytes());
-                    out.push(b'=');
-                    push_text_value(out, *value);
-                }
+                fields.visit(&mut TextFields { out, first: true });
             }
             LogFormat::Json => {
                 out.extend_from_slice(b"{\"timestamp\":\"");
                 self.clock.write(out, time);
                 out.extend_from_slice(&self.frame.before_fields);
-                for (i, (name, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.push(b'"');
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(b"\":");
-                    push_json_value(out, *value);
-                }
+                fields.visit(&mut JsonFields { out, first: true });
             }
         }
         out.extend_from_slice(&self.frame.after_fields);
@@ -252,12 +303,12 @@ fn level_text(level: Level) -> &'static str {
 /// [`FLUSH_AT`]). `at` is when the event happened, a monotonic instant the caller read anyway
 /// (the decision's): the line's timestamp is its wall-clock time. Returns true when the line is
 /// the first of a batch: the caller is to arrange a [`flush`] once its current work is done.
-pub fn queue(
+pub fn queue<F: Fields + ?Sized>(
     format: LogFormat,
     level: Level,
     target: &str,
     at: Instant,
-    fields: &[(&'static str, Value<'_>)],
+    fields: &F,
 ) -> bool {
     let queued = QUEUED.try_with(|q| {
         let Ok(mut q) = q.try_borrow_mut() else {
@@ -451,6 +502,7 @@ fn two_digits(n: u32) -> &'static [u8] {
 }
 
 /// A value in the text format, as [`EscapedFields`] writes it.
+#[inline(always)]
 fn push_text_value(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
         Value::Text(s) => push_text_str(out, s, Quote::IfNeeded),
@@ -549,6 +601,7 @@ fn str_needs_quotes(s: &str) -> bool {
     }
 }
 
+#[inline(always)]
 fn push_json_value(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
         Value::Text(s) => push_json_str(out, s),
@@ -944,7 +997,7 @@ pub(crate) mod tests {
         samples()
     }
 
-    pub(crate) fn hand_line(format: LogFormat, fields: &[(&'static str, Value<'_>)]) -> String {
+    pub(crate) fn hand_line<F: Fields + ?Sized>(format: LogFormat, fields: &F) -> String {
         let mut lines = Lines::default();
         lines.push(
             format,

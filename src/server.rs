@@ -19,7 +19,7 @@ use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use serde::Serialize;
 use tracing::Level;
 
 use crate::body::{self, Answered, Deadlined, Held, HeldRequest, NextHead};
-use crate::logging::{self, Value};
+use crate::logging::{self, FieldSink, Value};
 use crate::metrics;
 use crate::policy::{Decision, DenyReason, Policy};
 use crate::reload::{self, LivePolicy};
@@ -462,14 +462,17 @@ pub fn log_decision(
     decided: Instant,
     latency: Duration,
 ) -> bool {
-    if !tracing::enabled!(target: DECISION_TARGET, Level::INFO) {
-        return false;
-    }
     let latency_us = latency.as_micros() as u64;
     match logging::direct_format() {
-        Some(format) => with_decision_fields(req, decision, latency_us, |fields| {
-            logging::queue(format, Level::INFO, DECISION_TARGET, decided, fields)
-        }),
+        Some(format) if decision_lines_wanted() => {
+            let fields = DecisionFields {
+                req,
+                decision,
+                latency_us,
+            };
+            logging::queue(format, Level::INFO, DECISION_TARGET, decided, &fields)
+        }
+        Some(_) => false,
         None => {
             trace_decision(req, decision, latency_us);
             false
@@ -477,50 +480,56 @@ pub fn log_decision(
     }
 }
 
-/// The decision line's fields, in the order the tracing event has them. Public for
-/// `benches/log_line.rs`.
-pub fn with_decision_fields<R>(
-    req: &Request,
-    decision: &Decision,
-    latency_us: u64,
-    f: impl FnOnce(&[(&'static str, Value<'_>)]) -> R,
-) -> R {
-    let mut fields = [("", Value::Bool(false)); 10];
-    let request = [
-        ("action", Value::Text(&req.action_raw)),
-        ("protocol", Value::Text(&req.protocol)),
-        ("path", Value::Text(&req.path)),
-        ("ip", Value::Text(&req.ip_raw)),
-        ("user", Value::Text(&req.user)),
-    ];
-    fields[..5].copy_from_slice(&request);
-    let mut n = 5;
-    let mut push = |field| {
-        fields[n] = field;
-        n += 1;
-    };
-    match decision {
-        Decision::Allow {
-            source,
-            rule,
-            cached,
-            ..
-        } => {
-            push(("outcome", Value::Str("allow")));
-            push(("source", Value::Str(source.as_str())));
-            if let Some(rule) = rule {
-                push(("rule_line", Value::U64(rule.line as u64)));
+/// Whether `RUST_LOG` lets decision lines through, for the hand-written lines: asked of
+/// tracing once. Those are only written under the process's own subscriber
+/// (`logging::init`), whose filter is read from `RUST_LOG` at start and never changes, so the
+/// answer cannot change either; asking tracing per decision cost ~25 ns of the ~12 µs a
+/// keep-alive request costs in all (perf, BENCHMARKS.md).
+fn decision_lines_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| tracing::enabled!(target: DECISION_TARGET, Level::INFO))
+}
+
+/// The decision line's fields, in the order the tracing event has them, named in code rather
+/// than listed in a table (see `logging::Fields`: a third less time formatting the line).
+/// Public for `benches/log_line.rs`.
+pub struct DecisionFields<'a> {
+    pub req: &'a Request<'a>,
+    pub decision: &'a Decision,
+    pub latency_us: u64,
+}
+
+impl logging::Fields for DecisionFields<'_> {
+    #[inline]
+    fn visit(&self, sink: &mut impl FieldSink) {
+        let req = self.req;
+        sink.field("action", Value::Text(&req.action_raw));
+        sink.field("protocol", Value::Text(&req.protocol));
+        sink.field("path", Value::Text(&req.path));
+        sink.field("ip", Value::Text(&req.ip_raw));
+        sink.field("user", Value::Text(&req.user));
+        match self.decision {
+            Decision::Allow {
+                source,
+                rule,
+                cached,
+                ..
+            } => {
+                sink.field("outcome", Value::Str("allow"));
+                sink.field("source", Value::Str(source.as_str()));
+                if let Some(rule) = rule {
+                    sink.field("rule_line", Value::U64(rule.line as u64));
+                }
+                sink.field("cached", Value::Bool(*cached));
             }
-            push(("cached", Value::Bool(*cached)));
+            Decision::Deny(reason) => {
+                sink.field("outcome", Value::Str("deny"));
+                sink.field("source", Value::Str(self.decision.source().as_str()));
+                sink.field("reason", Value::Display(reason));
+            }
         }
-        Decision::Deny(reason) => {
-            push(("outcome", Value::Str("deny")));
-            push(("source", Value::Str(decision.source().as_str())));
-            push(("reason", Value::Display(reason)));
-        }
+        sink.field("latency_us", Value::U64(self.latency_us));
     }
-    push(("latency_us", Value::U64(latency_us)));
-    f(&fields[..n])
 }
 
 /// The decision line as a tracing event: what the hand-written line reads like, field for
@@ -740,7 +749,12 @@ mod tests {
             for decision in &decisions {
                 for format in [LogFormat::Text, LogFormat::Json] {
                     let want = tracing_line(format, || trace_decision(&req, decision, 41));
-                    let got = with_decision_fields(&req, decision, 41, |f| hand_line(format, f));
+                    let fields = DecisionFields {
+                        req: &req,
+                        decision,
+                        latency_us: 41,
+                    };
+                    let got = hand_line(format, &fields);
                     assert_eq!(got, want, "{format:?} {decision:?} {text:?}");
                 }
             }
