@@ -62,8 +62,8 @@ BARE_BIN="${BARE_BIN:-$TARGET_DIR/release/examples/bare}"
 FIXTURE_BIN="$TARGET_DIR/release/examples/jwt_fixture"
 MEDIA_BIN="$TARGET_DIR/release/examples/media_fixture"
 
-# shellcheck disable=SC2016 # a literal PHC string, not an expansion
-ARGON2_TESTPASS='argon2:$argon2i$v=19$m=4096,t=3,p=1$MTIzNDU2Nzg$/mrZ42TiTv1mcPnpMUera5oi0SFYbbyueAbdx5sUvWo'
+# shellcheck source=scripts/load-users.sh
+source "$ROOT/scripts/load-users.sh"
 PLAIN_BODY='{"ip":"10.0.0.1","user":"viewer","password":"viewpass","token":"viewpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 ARGON2_BODY='{"ip":"10.0.0.1","user":"argonuser","password":"testpass","token":"testpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 JELLYFIN_BODY='{"ip":"10.0.0.1","user":"alice","password":"alice-pw","token":"alice-pw","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
@@ -118,21 +118,8 @@ JELLYFIN_URL="$(head -n1 "$WORK/jellyfin.url")"
 
 # --- config: fillers, then the two users the load hits, last in config order -----------------
 CONFIG="$WORK/load.toml"
-fillers=$((USERS > 2 ? USERS - 2 : 0))
-awk -v n="$fillers" 'BEGIN {
-    for (i = 0; i < n; i++)
-        printf "[[users]]\nuser = \"user%d\"\npass = \"pass%d\"\npermissions = [{ action = \"read\", path = \"cam/%d\" }]\n\n", i, i, i
-}' >"$CONFIG"
+load_users "$USERS" >"$CONFIG"
 cat >>"$CONFIG" <<EOF
-[[users]]
-user = "viewer"
-pass = "viewpass"
-permissions = [{ action = "read" }]
-
-[[users]]
-user = "argonuser"
-pass = "$ARGON2_TESTPASS"
-permissions = [{ action = "read" }]
 
 [jwt]
 jwks_url = "http://127.0.0.1:$JWKS_PORT/jwks.json"

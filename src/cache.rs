@@ -15,6 +15,7 @@
 //! Bounded: when an insert finds the map at capacity, expired entries are swept; if that frees
 //! nothing, an arbitrary half is dropped. Evicting an entry only costs a later upstream call.
 
+use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +101,10 @@ pub struct TtlMap<K, V> {
     map: papaya::HashMap<K, Entry<V>, BuildHasherDefault<PrehashedKey>>,
     ttl: coarsetime::Duration,
     capacity: usize,
+    /// Bumped after entries leave the map before their time is up (an eviction at capacity, a
+    /// removal): what a copy of an entry kept elsewhere checks it is still the map's
+    /// (`RecentTallies`).
+    removals: AtomicU64,
 }
 
 impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
@@ -110,6 +115,7 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
                 .build(),
             ttl: ttl.into(),
             capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +132,16 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
     /// The live value for `key` unless `replace` says it must go; otherwise a new value from
     /// `make`, inserted. Atomic: concurrent callers get the same value.
     pub fn get_or_replace(&self, key: K, make: impl Fn() -> V, replace: impl Fn(&V) -> bool) -> V {
+        self.get_or_replace_until(key, make, replace).0
+    }
+
+    /// [`TtlMap::get_or_replace`], with the moment the value expires.
+    fn get_or_replace_until(
+        &self,
+        key: K,
+        make: impl Fn() -> V,
+        replace: impl Fn(&V) -> bool,
+    ) -> (V, Instant) {
         let now = Instant::now();
         let map = self.map.pin();
         // The common case, a live value to keep, is a plain read; `compute` below settles the
@@ -134,12 +150,12 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
             .get(&key)
             .filter(|e| e.expires > now && !replace(&e.value))
         {
-            return e.value.clone();
+            return (e.value.clone(), e.expires);
         }
         self.make_room();
         let result = map.compute(key, |entry| match entry {
             Some((_, e)) if e.expires > now && !replace(&e.value) => {
-                papaya::Operation::Abort(e.value.clone())
+                papaya::Operation::Abort((e.value.clone(), e.expires))
             }
             _ => papaya::Operation::Insert(Entry {
                 value: make(),
@@ -147,12 +163,11 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
             }),
         });
         match result {
-            papaya::Compute::Aborted(v) => v,
-            papaya::Compute::Inserted(_, e) | papaya::Compute::Updated { new: (_, e), .. } => {
-                e.value.clone()
-            }
+            papaya::Compute::Aborted(kept) => kept,
+            papaya::Compute::Inserted(_, e)
+            | papaya::Compute::Updated { new: (_, e), .. }
             // `compute` above never removes.
-            papaya::Compute::Removed(_, e) => e.value.clone(),
+            | papaya::Compute::Removed(_, e) => (e.value.clone(), e.expires),
         }
     }
 
@@ -165,6 +180,7 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
 
     pub fn remove(&self, key: &K) {
         self.map.pin().remove(key);
+        self.removals.fetch_add(1, Ordering::Release);
     }
 
     pub fn len(&self) -> usize {
@@ -189,6 +205,8 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
                 keep
             });
         }
+        // After the removals: a copy taken while they ran is stale by the time this is seen.
+        self.removals.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -207,6 +225,8 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> TtlMap<K, V> {
 pub struct FailureCounts {
     map: TtlMap<u128, Arc<Tally>>,
     hasher: SecretHasher,
+    /// Tells this instance's entries apart in each thread's [`RecentTallies`].
+    id: u64,
 }
 
 /// One key's failures (high 32 bits) and attempts in flight (low 32 bits), in one word so that
@@ -328,19 +348,119 @@ impl Drop for Reservation {
     }
 }
 
+/// The tallies a thread used last, so that the requests of one busy client (MediaMTX opening
+/// streams for a household behind one address) reach theirs without the keyed hash and the map
+/// lookup: half of what the limiter cost a keep-alive request (BENCHMARKS.md, issue 16).
+///
+/// A copy is only used while it is the map's entry: until the entry's own expiry (the same
+/// instant the map goes by, read on the same coarse clock), and while the map has removed
+/// nothing since it was taken (`TtlMap::removals`). Otherwise an evicted tally could live on
+/// here while the map starts a new one, and the limit would count failures in two places.
+/// Keys longer than [`RecentTally::MAX_KEY`] (long user names) always take the map.
+struct RecentTallies {
+    slots: [Option<RecentTally>; 4],
+    /// The slot the next copy replaces, round robin.
+    next: usize,
+}
+
+struct RecentTally {
+    /// The `FailureCounts` it belongs to.
+    owner: u64,
+    domain: u8,
+    len: u8,
+    key: [u8; RecentTally::MAX_KEY],
+    tally: Arc<Tally>,
+    expires: Instant,
+    /// `TtlMap::removals` when it was taken from the map.
+    removals: u64,
+}
+
+impl RecentTally {
+    /// An IPv6 /64 is 8 bytes, an IPv4 address 4.
+    const MAX_KEY: usize = 16;
+}
+
+thread_local! {
+    static RECENT_TALLIES: RefCell<RecentTallies> = const {
+        RefCell::new(RecentTallies { slots: [None, None, None, None], next: 0 })
+    };
+}
+
+impl RecentTallies {
+    fn find(&self, owner: u64, domain: u8, key: &[u8], removals: u64) -> Option<Arc<Tally>> {
+        let now = Instant::now();
+        self.slots.iter().flatten().find_map(|r| {
+            let same = r.owner == owner
+                && r.domain == domain
+                && usize::from(r.len) == key.len()
+                && r.key[..key.len()] == *key;
+            (same && r.expires > now && r.removals == removals).then(|| Arc::clone(&r.tally))
+        })
+    }
+
+    fn keep(
+        &mut self,
+        owner: u64,
+        domain: u8,
+        key: &[u8],
+        tally: &Arc<Tally>,
+        expires: Instant,
+        removals: u64,
+    ) {
+        if key.len() > RecentTally::MAX_KEY {
+            return;
+        }
+        let mut copy = [0; RecentTally::MAX_KEY];
+        copy[..key.len()].copy_from_slice(key);
+        self.slots[self.next] = Some(RecentTally {
+            owner,
+            domain,
+            len: key.len() as u8,
+            key: copy,
+            tally: Arc::clone(tally),
+            expires,
+            removals,
+        });
+        self.next = (self.next + 1) % self.slots.len();
+    }
+}
+
 impl FailureCounts {
     pub fn new(capacity: u64, window: Duration) -> Self {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         FailureCounts {
             map: TtlMap::new(capacity, window),
             hasher: SecretHasher::random(),
+            id: INSTANCES.fetch_add(1, Ordering::Relaxed),
         }
     }
 
+    /// `key`'s tally, the one in the map: from this thread's [`RecentTallies`] while the copy
+    /// there is the map's, else from the map (and kept there).
     fn tally(&self, domain: u8, key: &[u8]) -> Arc<Tally> {
-        self.map
-            .get_or_replace(self.hasher.hash(domain, &[key]), Default::default, |_| {
-                false
-            })
+        let from_map = |removals| {
+            let (tally, expires) = self.map.get_or_replace_until(
+                self.hasher.hash(domain, &[key]),
+                Default::default,
+                |_| false,
+            );
+            (tally, expires, removals)
+        };
+        let recent = RECENT_TALLIES.try_with(|recent| {
+            let mut recent = recent.try_borrow_mut().ok()?;
+            // Read before the map is: a removal that runs meanwhile bumps it after.
+            let removals = self.map.removals.load(Ordering::Acquire);
+            if let Some(tally) = recent.find(self.id, domain, key, removals) {
+                return Some(tally);
+            }
+            let (tally, expires, removals) = from_map(removals);
+            recent.keep(self.id, domain, key, &tally, expires, removals);
+            Some(tally)
+        });
+        match recent {
+            Ok(Some(tally)) => tally,
+            _ => from_map(0).0,
+        }
     }
 
     /// Failures recorded for `key` (in the namespace `domain`) in its current window, plus the
@@ -513,6 +633,41 @@ mod tests {
         let fourth = waiter(&f);
         second.fail();
         assert!(fourth.join().unwrap().is_none(), "two failures: denied");
+    }
+
+    #[test]
+    fn a_threads_recent_tallies_are_the_maps_own() {
+        let f = FailureCounts::new(8, Duration::from_secs(60));
+        let other = FailureCounts::new(8, Duration::from_secs(60));
+        block_on(async {
+            f.reserve(0, b"a", 10).await.unwrap().fail();
+            other.reserve(0, b"a", 10).await.unwrap().release();
+            assert_eq!((f.count(0, b"a"), other.count(0, b"a")), (1, 0));
+            // Evicted from the map at capacity (inserted directly, so this thread's copy of
+            // "a" stays where it is): a new attempt counts in the map's new tally, not in the
+            // copy of the old one.
+            let mut k = 1u128;
+            while f.count(0, b"a") != 0 {
+                f.map
+                    .insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), Arc::default());
+                k += 1;
+            }
+            f.reserve(0, b"a", 10).await.unwrap().fail();
+            assert_eq!(f.count(0, b"a"), 1);
+        });
+    }
+
+    #[test]
+    fn a_threads_recent_tally_ends_with_the_window() {
+        let f = FailureCounts::new(100, Duration::from_millis(50));
+        block_on(async {
+            f.reserve(0, b"a", 10).await.unwrap().fail();
+            assert_eq!(f.count(0, b"a"), 1);
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(f.count(0, b"a"), 0);
+            f.reserve(0, b"a", 10).await.unwrap().fail();
+            assert_eq!(f.count(0, b"a"), 1, "a new window, counted in the map");
+        });
     }
 
     #[test]
