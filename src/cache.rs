@@ -438,13 +438,12 @@ impl FailureCounts {
     /// `key`'s tally, the one in the map: from this thread's [`RecentTallies`] while the copy
     /// there is the map's, else from the map (and kept there).
     fn tally(&self, domain: u8, key: &[u8]) -> Arc<Tally> {
-        let from_map = |removals| {
-            let (tally, expires) = self.map.get_or_replace_until(
+        let from_map = || {
+            self.map.get_or_replace_until(
                 self.hasher.hash(domain, &[key]),
                 Default::default,
                 |_| false,
-            );
-            (tally, expires, removals)
+            )
         };
         let recent = RECENT_TALLIES.try_with(|recent| {
             let mut recent = recent.try_borrow_mut().ok()?;
@@ -453,13 +452,13 @@ impl FailureCounts {
             if let Some(tally) = recent.find(self.id, domain, key, removals) {
                 return Some(tally);
             }
-            let (tally, expires, removals) = from_map(removals);
+            let (tally, expires) = from_map();
             recent.keep(self.id, domain, key, &tally, expires, removals);
             Some(tally)
         });
         match recent {
             Ok(Some(tally)) => tally,
-            _ => from_map(0).0,
+            _ => from_map().0,
         }
     }
 
