@@ -14,6 +14,8 @@
 #   EXTRA_B=''            TOML put before B's config, e.g. $'[server]\nmax_failures_per_ip = 0\n'
 #                         (what the limiter costs)
 #   A_PORT=19010 B_PORT=19011
+#   PIN=1                 0: do not use taskset
+#   KEEP=1                keep the temp dir (configs, logs, wrk output)
 # A run against itself (`scripts/compare-builds.sh X X`) shows the setup's own bias; on the VM
 # of BENCHMARKS.md it was within a point of 100.
 set -euo pipefail
@@ -29,28 +31,12 @@ A_PORT="${A_PORT:-19010}"
 B_PORT="${B_PORT:-19011}"
 
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
-PIN_SERVER=()
-PIN_WRK=()
-if command -v taskset >/dev/null && (($(nproc) >= 2)); then
-    PIN_SERVER=(taskset -c 1)
-    PIN_WRK=(taskset -c 0)
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mtx-auth-compare.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/load-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/load-common.sh"
+pin_load
+start_work mtx-auth-compare
 
 # The users of scripts/load.sh.
-# shellcheck source=scripts/load-users.sh
-source "$(dirname "${BASH_SOURCE[0]}")/load-users.sh"
 load_users "$USERS" >"$WORK/users.toml"
 cp "$WORK/users.toml" "$WORK/a.toml"
 {
@@ -72,7 +58,7 @@ body='{"ip":"10.0.0.1","user":"'$user'","password":"'$pass'","token":"'$pass'","
 } >"$WORK/load.lua"
 
 start() { # binary config port RUST_LOG log
-    RUST_LOG="$4" "${PIN_SERVER[@]}" "$1" serve --config "$2" --listen "127.0.0.1:$3" 2>"$5" &
+    RUST_LOG="$4" "${SERVER_PIN[@]}" "$1" serve --config "$2" --listen "127.0.0.1:$3" 2>"$5" &
     PIDS+=("$!")
     local i
     for i in $(seq 1 200); do
@@ -89,13 +75,12 @@ start() { # binary config port RUST_LOG log
 start "$A_BIN" "$WORK/a.toml" "$A_PORT" "${LOG_A:-info}" "$WORK/a.log"
 start "$B_BIN" "$WORK/b.toml" "$B_PORT" "${LOG_B:-info}" "$WORK/b.log"
 
-rps() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
 ratios=()
 for ((i = 1; i <= ROUNDS; i++)); do
-    "${PIN_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/load.lua" \
+    "${WRK_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/load.lua" \
         "http://127.0.0.1:$A_PORT/auth" >"$WORK/a.txt" &
     on_a=$!
-    "${PIN_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/load.lua" \
+    "${WRK_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/load.lua" \
         "http://127.0.0.1:$B_PORT/auth" >"$WORK/b.txt" &
     wait "$on_a" "$!"
     if grep -q 'Non-2xx' "$WORK/a.txt" "$WORK/b.txt"; then

@@ -62,8 +62,8 @@ BARE_BIN="${BARE_BIN:-$TARGET_DIR/release/examples/bare}"
 FIXTURE_BIN="$TARGET_DIR/release/examples/jwt_fixture"
 MEDIA_BIN="$TARGET_DIR/release/examples/media_fixture"
 
-# shellcheck source=scripts/load-users.sh
-source "$ROOT/scripts/load-users.sh"
+# shellcheck source=scripts/load-common.sh
+source "$ROOT/scripts/load-common.sh"
 PLAIN_BODY='{"ip":"10.0.0.1","user":"viewer","password":"viewpass","token":"viewpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 ARGON2_BODY='{"ip":"10.0.0.1","user":"argonuser","password":"testpass","token":"testpass","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
 JELLYFIN_BODY='{"ip":"10.0.0.1","user":"alice","password":"alice-pw","token":"alice-pw","action":"read","path":"cam/1","protocol":"rtsp","id":null,"query":""}'
@@ -74,30 +74,8 @@ fi
 command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
 
-SERVER_PIN=()
-WRK_PIN=()
-if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null && (($(nproc) >= 2)); then
-    SERVER_PIN=(taskset -c 1)
-    WRK_PIN=(taskset -c 0)
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mtx-auth-load.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "kept $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
+pin_load
+start_work mtx-auth-load
 trap 'exit 130' INT TERM
 
 # --- a JWKS on loopback and a token signed by its key ----------------------------------------
@@ -233,7 +211,6 @@ run_wrk() {
 # decision lines logged.
 count_sent() { SENT=$((SENT + $(awk '/requests in/ { print $1 }' "$1"))); }
 SENT=0
-rps() { awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$1"; }
 pct() { awk -v p="$2%" '$1 == p { print $2 }' "$1"; }
 cpu() { awk '/^server-cpu:/ { print $2 }' "$1"; }
 socket_errors() { awk '/Socket errors/ { sub(/^ *Socket errors: */, ""); print }' "$1"; }
